@@ -2,120 +2,16 @@
 //! the app sees a PEP 3333 environ, its start_response and write() reach the client, close()
 //! is called on every result, an exception becomes a 500, and a Flask app runs.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::Duration;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_step05-wsgi");
-
-/// A running server; killing it on drop means a failed test leaks no process.
-struct Server {
-    child: Child,
-    addr: String,
-    /// Where the fixture records close() calls (`$FIXTURE_DIR`).
-    dir: PathBuf,
-}
-
-impl Server {
-    /// Starts the binary on port 0 in `dir` (so `app` imports from there) and waits at most
-    /// 20 s for its "Listening on" line. `venv` sets `$VIRTUAL_ENV`.
-    fn start(name: &str, dir: &Path, app: &str, venv: Option<&str>) -> Server {
-        let scratch = std::env::temp_dir().join(format!("step05-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&scratch);
-        std::fs::create_dir_all(&scratch).expect("the temp dir is writable");
-        let mut command = Command::new(BIN);
-        command
-            .args(["--bind", "127.0.0.1:0", app])
-            .current_dir(dir)
-            .env("FIXTURE_DIR", &scratch)
-            .env_remove("VIRTUAL_ENV")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if let Some(venv) = venv {
-            command.env("VIRTUAL_ENV", venv);
-        }
-        let mut child = command.spawn().expect("the step binary was built by cargo");
-        let stdout = child.stdout.take().expect("stdout was piped");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            lines.for_each(drop); // keep the pipe open until the server exits
-        });
-        let mut server = Server {
-            child,
-            addr: String::new(),
-            dir: scratch,
-        };
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server prints its address within 20 s");
-        server.addr = line
-            .strip_prefix("Listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        server
-    }
-
-    /// The server with the stdlib fixture app.
-    fn fixture(name: &str) -> Server {
-        let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-        Server::start(name, &tests, "fixture_app:app", None)
-    }
-
-    fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(&self.addr).expect("the server listens");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("a positive timeout is valid");
-        stream
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Sends one request on `stream` and reads one response framed by Content-Length.
-fn exchange(stream: &mut TcpStream, request: &str) -> (String, String) {
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut head = String::new();
-    while !head.ends_with("\r\n\r\n") {
-        let n = reader
-            .read_line(&mut head)
-            .expect("a response head within 10 s");
-        assert!(n > 0, "connection closed after {head:?}");
-    }
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).expect("the whole body");
-    (head, String::from_utf8_lossy(&body).into_owned())
-}
-
-/// One GET on a fresh connection.
-fn get(server: &Server, path: &str) -> (String, String) {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    exchange(&mut server.connect(), &request)
-}
+use common::{check_transcript, exchange, get, has_flask, Server, BIN};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn the_app_sees_a_pep_3333_environ() {
-    let server = Server::fixture("environ");
+    let server = Server::fixture("environ", &[]);
     let request = "GET /environ?x=1&y=%20 HTTP/1.1\r\nHost: test\r\nX-Tag: a\r\nX-Tag: b\r\n\
                    X_Sneaky: no\r\nContent-Type: text/plain\r\n\r\n";
     let (head, body) = exchange(&mut server.connect(), request);
@@ -149,7 +45,7 @@ fn the_app_sees_a_pep_3333_environ() {
 
 #[test]
 fn path_info_is_percent_decoded_as_latin_1() {
-    let server = Server::fixture("latin1");
+    let server = Server::fixture("latin1", &[]);
     // UTF-8 bytes of "é" arrive as two latin-1 characters; the app encodes them back.
     let (_, body) = get(&server, "/path/caf%C3%A9/a%2Fb%zz");
     assert_eq!(body, "/path/café/a/b%zz");
@@ -157,7 +53,7 @@ fn path_info_is_percent_decoded_as_latin_1() {
 
 #[test]
 fn the_request_body_reaches_wsgi_input() {
-    let server = Server::fixture("echo");
+    let server = Server::fixture("echo", &[]);
     let request = "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello wsgi!";
     let (_, body) = exchange(&mut server.connect(), request);
     assert_eq!(body, "hello wsgi!");
@@ -165,7 +61,7 @@ fn the_request_body_reaches_wsgi_input() {
 
 #[test]
 fn write_output_comes_before_the_iterable_and_close_is_called() {
-    let server = Server::fixture("close");
+    let server = Server::fixture("close", &[]);
     let mut stream = server.connect();
     // Two requests on one keep-alive connection, then a third on a fresh one.
     let (head, body) = exchange(&mut stream, "GET /write HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -182,7 +78,7 @@ fn write_output_comes_before_the_iterable_and_close_is_called() {
 
 #[test]
 fn an_exception_in_the_app_is_a_500_and_the_server_goes_on() {
-    let server = Server::fixture("error");
+    let server = Server::fixture("error", &[]);
     let (head, _) = get(&server, "/error");
     assert!(
         head.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
@@ -194,7 +90,7 @@ fn an_exception_in_the_app_is_a_500_and_the_server_goes_on() {
 
 #[test]
 fn head_gets_headers_without_a_body() {
-    let server = Server::fixture("head");
+    let server = Server::fixture("head", &[]);
     let mut stream = server.connect();
     stream
         .write_all(b"HEAD / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
@@ -210,7 +106,7 @@ fn head_gets_headers_without_a_body() {
 
 #[test]
 fn curl_gets_hello_from_the_app() {
-    let server = Server::fixture("curl");
+    let server = Server::fixture("curl", &[]);
     let url = format!("http://{}/", server.addr);
     let out = Command::new("curl")
         .args(["-si", &url])
@@ -229,21 +125,12 @@ fn a_flask_app_runs_when_the_venv_has_flask() {
         return;
     };
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let server = Server::start("flask", &examples, "hello_flask:app", Some(&venv));
+    let server = Server::start("flask", &examples, &["hello_flask:app"], Some(&venv));
     let (head, body) = get(&server, "/");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert_eq!(body, "Hello from Flask!\n");
     let (head, _) = get(&server, "/no/such/route");
     assert!(head.starts_with("HTTP/1.1 404 NOT FOUND\r\n"), "{head}");
-}
-
-/// Whether the venv at `venv` has Flask installed, judged by its site-packages.
-fn has_flask(venv: &str) -> bool {
-    let Ok(lib) = std::fs::read_dir(Path::new(venv).join("lib")) else {
-        return false;
-    };
-    lib.flatten()
-        .any(|python| python.path().join("site-packages/flask").is_dir())
 }
 
 #[test]
@@ -280,28 +167,5 @@ fn rejects_an_unknown_flag_with_exit_code_2() {
     assert!(
         text.contains("--workers") && text.lines().count() == 1,
         "{text}"
-    );
-}
-
-/// Compares `actual` with the golden file `transcripts/NAME`, which the book includes.
-/// With `UPDATE_TRANSCRIPTS=1` in the environment the file is (re)written instead.
-fn check_transcript(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("transcripts")
-        .join(name);
-    if std::env::var_os("UPDATE_TRANSCRIPTS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).expect("transcripts/ is writable");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run with UPDATE_TRANSCRIPTS=1 to create it",
-            path.display()
-        )
-    });
-    assert_eq!(
-        expected, actual,
-        "transcript {name} changed; rerun with UPDATE_TRANSCRIPTS=1"
     );
 }
