@@ -1,0 +1,46 @@
+"""Fixture: reports what the server handed the application.
+
+    app   GET any path  -> the WSGI environ as JSON (plus pid and the app's view of sys)
+    body  any method    -> the request body, read through wsgi.input, sent back as it came
+
+Module-level state records the pid that imported the module, so a test can tell whether the
+app was imported in the master (--preload) or in each worker.
+"""
+
+import json
+import os
+import sys
+
+IMPORT_PID = os.getpid()
+
+
+def app(environ, start_response):
+    """Answers with the environ's plain values as a JSON object."""
+    report = {
+        key: value
+        for key, value in environ.items()
+        if isinstance(value, (str, int, float, bool, tuple)) or value is None
+    }
+    report["pid"] = os.getpid()
+    report["import_pid"] = IMPORT_PID
+    report["sys.prefix"] = sys.prefix
+    report["sys.path"] = sys.path
+    name = environ.get("QUERY_STRING", "")
+    if name.startswith("osenv="):
+        report["osenv"] = os.environ.get(name[len("osenv="):])
+    body = json.dumps(report, sort_keys=True).encode()
+    start_response(
+        "200 OK",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+def body(environ, start_response):
+    """Echoes the request body; no Content-Length in the answer, so it goes out chunked."""
+    data = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [data]
+
+
+application = app
