@@ -121,12 +121,11 @@ fn serve(listener: &TcpListener, config: &Config) -> ! {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
-                eprintln!("{peer}: connected");
-                // A failing client ends only its own connection, never the server.
+                // A failing client ends only its own connection, never the server. Only
+                // failures are logged now: a line per connection costs a write(2) each.
                 if let Err(e) = handle_connection(stream, config) {
                     eprintln!("{peer}: {e}");
                 }
-                eprintln!("{peer}: done");
             }
             Err(e) => {
                 // Usually "too many open files". Retrying at once would spin the CPU, so back
