@@ -132,10 +132,10 @@ fn main() -> ExitCode {
 /// says a child has exited. `poll` waits for either, so a child is collected at once even
 /// when no new client arrives.
 fn serve(listener: TcpListener, app: wsgi::App) -> io::Result<()> {
-    let wake = sys::sigchld_pipe()?;
+    let wake = sys::signal_pipe(&[libc::SIGCHLD])?;
     let fds = [listener.as_raw_fd(), wake];
     loop {
-        let ready = match sys::wait_readable(&fds) {
+        let ready = match sys::wait_readable(&fds, None) {
             Ok(ready) => ready,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue, // SIGCHLD arrived
             Err(e) => return Err(e),

@@ -16,6 +16,7 @@ use std::os::fd::RawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
 
 // ANCHOR: init-python
 /// Starts CPython as if `executable` had been run, then releases the GIL.
@@ -149,12 +150,13 @@ pub fn reap_children() -> Vec<(libc::pid_t, ExitStatus)> {
 /// The write end of the self-pipe, for the signal handler (it cannot take arguments).
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
-/// Makes SIGCHLD write one byte into a pipe and returns the read end, so the accept loop can
-/// wait for "a connection arrived" and "a child exited" in one `poll`.
+/// Makes each of `signals` write its number, as one byte, into a new pipe, and returns the
+/// pipe's read end. A loop can then wait for "a signal came" and "a client came" in one
+/// `poll`: the self-pipe trick.
 ///
 /// The handler runs between any two instructions of the main program, so it may only call
 /// async-signal-safe functions (signal-safety(7)): no allocation, no locks, no Python.
-pub fn sigchld_pipe() -> io::Result<RawFd> {
+pub fn signal_pipe(signals: &[libc::c_int]) -> io::Result<RawFd> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2(2) writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == -1 {
@@ -164,12 +166,14 @@ pub fn sigchld_pipe() -> io::Result<RawFd> {
     // SAFETY: an all-zero sigaction is a valid value (empty mask, no flags) that we then fill.
     let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
     action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SA_RESTART: a child exiting must not make an unrelated read or write fail with EINTR.
+    // SA_RESTART: a signal must not make an unrelated read or write fail with EINTR.
     // SA_NOCLDSTOP: we only care about children that exit, not ones that are stopped.
     action.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
-    // SAFETY: `action` is initialised and `on_signal` only does async-signal-safe work.
-    if unsafe { libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut()) } == -1 {
-        return Err(io::Error::last_os_error());
+    for &signal in signals {
+        // SAFETY: `action` is initialised and `on_signal` only does async-signal-safe work.
+        if unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
     }
     Ok(fds[0])
 }
@@ -189,8 +193,8 @@ extern "C" fn on_signal(signal: libc::c_int) {
 // ANCHOR_END: self-pipe
 
 // ANCHOR: wait-readable
-/// Blocks until one of `fds` is readable and returns which ones are.
-pub fn wait_readable(fds: &[RawFd]) -> io::Result<Vec<bool>> {
+/// Blocks until one of `fds` is readable, or `timeout` passes, and says which ones are.
+pub fn wait_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
     let mut polls: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
@@ -199,8 +203,9 @@ pub fn wait_readable(fds: &[RawFd]) -> io::Result<Vec<bool>> {
             revents: 0,
         })
         .collect();
+    let millis = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
     // SAFETY: `polls` is a valid array of `polls.len()` pollfd structs that poll(2) updates.
-    let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) };
+    let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, millis) };
     if n == -1 {
         return Err(io::Error::last_os_error()); // EINTR included: the caller just loops
     }
@@ -208,10 +213,18 @@ pub fn wait_readable(fds: &[RawFd]) -> io::Result<Vec<bool>> {
 }
 // ANCHOR_END: wait-readable
 
-/// Empties the self-pipe, so the next `poll` waits for a new signal.
-pub fn drain(fd: RawFd) {
+/// Empties the self-pipe, so the next `poll` waits for a new signal, and returns the
+/// numbers of the signals that arrived.
+pub fn drain(fd: RawFd) -> Vec<libc::c_int> {
+    let mut signals = Vec::new();
     let mut buf = [0u8; 64];
-    // SAFETY: `buf` is writable for its length; the pipe is non-blocking, so this stops
-    // with EAGAIN once it is empty.
-    while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    loop {
+        // SAFETY: `buf` is writable for its length; the pipe is non-blocking, so this stops
+        // with EAGAIN once it is empty.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return signals;
+        }
+        signals.extend(buf[..n as usize].iter().map(|&b| libc::c_int::from(b)));
+    }
 }
