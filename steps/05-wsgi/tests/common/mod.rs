@@ -112,10 +112,12 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SAFETY: kill(2) reads no memory; the group id is the pid of the child we started
-        // with process_group(0), and it is not reaped yet, so it names our processes only.
-        unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
-        let _ = self.child.wait();
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) reads no memory; the group id is the pid of the child we started
+            // with process_group(0), not reaped yet, so it names our processes only.
+            unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
