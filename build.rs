@@ -16,7 +16,8 @@ fn main() {
     println!("cargo:rustc-env=MINIGUN_PYTHON={python}");
     println!(
         "cargo:rustc-env=MINIGUN_PYTHON_VERSION={}.{}",
-        config.version().major, config.version().minor
+        config.version().major,
+        config.version().minor
     );
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-changed=build.rs");

@@ -1,0 +1,565 @@
+//! The master process: binds, forks workers, and keeps the right number of healthy ones.
+//!
+//! Function names follow gunicorn's `arbiter.py` so the two can be read side by side:
+//! [`Arbiter::spawn_worker`], [`Arbiter::reap_workers`], [`Arbiter::murder_workers`],
+//! [`Arbiter::manage_workers`], and one `handle_*` per signal. The arbiter starts no threads
+//! and (without `--preload`) no Python, so `fork` is safe at any moment.
+//!
+//! Heartbeats: before the first fork the arbiter maps one shared page of `AtomicU64`s, two per
+//! worker slot: the worker's heartbeat (monotonic milliseconds, see `worker::Worker::beat`) and
+//! its state (booted, retiring). A worker whose heartbeat is older than `--timeout` is killed
+//! and replaced. A worker that exits with status 4 (the app failed to import) before any
+//! worker ever booted stops the arbiter instead of looping on forks; one that dies during
+//! start-up otherwise is restarted with an exponential back-off.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+
+use crate::config::Settings;
+use crate::net::{self, Listener};
+use crate::signals::{Signal, SignalPipe};
+use crate::sys::{self, Exit, Fork, Pid, SharedSlots};
+use crate::worker::{self, slot_state};
+use crate::wsgi::interpreter::{self, APP_LOAD_ERROR, WORKER_BOOT_ERROR};
+
+/// Worker slots in the shared heartbeat page: the most workers that can exist at once,
+/// counting old ones still finishing after a reload.
+const MAX_SLOTS: usize = 1024;
+
+/// What the arbiter knows of one worker.
+struct WorkerInfo {
+    slot: usize,
+    /// Spawn order: TTOU retires the oldest.
+    age: u64,
+    /// Part of the generation being replaced by a reload.
+    old: bool,
+    /// We sent it TERM or HUP: it is on its way out.
+    stopping: bool,
+    /// We killed it (timeout): its SIGKILL is no news.
+    killed: bool,
+}
+
+/// Why the arbiter stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// TERM/INT: let requests finish.
+    Graceful,
+    /// QUIT: now.
+    Fast,
+}
+
+/// The master process's state.
+pub struct Arbiter {
+    settings: Settings,
+    listeners: Vec<Listener>,
+    slots: SharedSlots,
+    workers: HashMap<Pid, WorkerInfo>,
+    desired: usize,
+    next_age: u64,
+    signals: SignalPipe,
+    preloaded: Option<Py<PyAny>>,
+    /// Some worker has booted at least once: boot failures from now on are retried.
+    ever_booted: bool,
+    /// Consecutive workers that died before booting, for the back-off.
+    boot_failures: u32,
+    /// No spawning before this time (ms), after a failed boot.
+    spawn_after: u64,
+    /// A reload is waiting for the new generation to boot before retiring the old one.
+    reloading: bool,
+    rng: u64,
+}
+
+/// Binds, boots the workers and supervises them until stopped. Returns the exit status.
+pub fn run(settings: Settings) -> i32 {
+    sys::umask(settings.umask);
+    if let Err(e) = crate::log::configure(
+        settings.loglevel,
+        Some(&settings.errorlog),
+        settings.accesslog.as_deref(),
+    ) {
+        eprintln!("minigun: error: cannot open log file: {e}");
+        return 1;
+    }
+    if let Some(dir) = &settings.chdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            crate::error!("Cannot change directory to {}: {e}", dir.display());
+            return 1;
+        }
+    }
+    crate::info!("Starting minigun {}", env!("CARGO_PKG_VERSION"));
+    let _ = sys::ignore_signal(libc::SIGPIPE);
+
+    let mut listeners = Vec::new();
+    for spec in &settings.bind {
+        match net::bind(spec, settings.backlog) {
+            Ok(l) => {
+                crate::info!("Listening at: {} ({})", l.addr, sys::getpid());
+                listeners.push(l);
+            }
+            Err(e) => {
+                crate::error!("Connection in use or unavailable: {spec} ({e})");
+                crate::error!("Can't connect to {spec}");
+                return 1;
+            }
+        }
+    }
+    crate::info!("Using worker: threads ({} per worker)", settings.threads);
+
+    let slots = match SharedSlots::new(MAX_SLOTS * 2) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::error!("Cannot map the heartbeat page: {e}");
+            return 1;
+        }
+    };
+    let signals = match SignalPipe::install(&[
+        Signal::Term,
+        Signal::Int,
+        Signal::Quit,
+        Signal::Hup,
+        Signal::Ttin,
+        Signal::Ttou,
+        Signal::Usr1,
+        Signal::Chld,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::error!("Cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
+
+    let preloaded = if settings.preload_app {
+        match preload(&settings) {
+            Ok(app) => Some(app),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
+
+    if let Some(path) = &settings.pidfile {
+        if let Err(e) = std::fs::write(path, format!("{}\n", sys::getpid())) {
+            crate::error!("Cannot write pid file {}: {e}", path.display());
+            return 1;
+        }
+    }
+
+    let desired = settings.workers;
+    let mut arbiter = Arbiter {
+        settings,
+        listeners,
+        slots,
+        workers: HashMap::new(),
+        desired,
+        next_age: 0,
+        signals,
+        preloaded,
+        ever_booted: false,
+        boot_failures: 0,
+        spawn_after: 0,
+        reloading: false,
+        rng: sys::monotonic_ms() ^ (sys::getpid() as u64) << 20,
+    };
+    let code = arbiter.main_loop();
+    arbiter.cleanup();
+    code
+}
+
+/// `--preload`: start Python and import the app in the arbiter, once, before any fork.
+fn preload(settings: &Settings) -> Result<Py<PyAny>, i32> {
+    if let Err(e) = interpreter::start(settings) {
+        crate::error!("{e}");
+        return Err(WORKER_BOOT_ERROR);
+    }
+    let loaded = Python::attach(|py| {
+        interpreter::prepare(py, settings)
+            .map_err(|e| interpreter::format_traceback(py, &e))
+            .and_then(|()| interpreter::load_app(py, settings.app.as_deref().unwrap_or_default()))
+    });
+    loaded.map_err(|msg| {
+        crate::log::write_raw(format!("{}\n", msg.trim_end()).as_bytes());
+        crate::info!("Shutting down: Master");
+        crate::info!("Reason: App failed to load.");
+        APP_LOAD_ERROR
+    })
+}
+
+impl Arbiter {
+    fn heartbeat(&self, slot: usize) -> &std::sync::atomic::AtomicU64 {
+        &self.slots.slots()[slot * 2]
+    }
+
+    fn state(&self, slot: usize) -> &std::sync::atomic::AtomicU64 {
+        &self.slots.slots()[slot * 2 + 1]
+    }
+
+    fn main_loop(&mut self) -> i32 {
+        loop {
+            let _ = sys::poll_readable(&[self.signals.fd()], 1000);
+            for sig in self.signals.drain() {
+                if sig != Signal::Chld {
+                    crate::info!("Handling signal: {}", sig.name());
+                }
+                match sig {
+                    Signal::Term | Signal::Int => return self.stop(Stop::Graceful),
+                    Signal::Quit => return self.stop(Stop::Fast),
+                    Signal::Hup => self.handle_hup(),
+                    Signal::Ttin => self.handle_ttin(),
+                    Signal::Ttou => self.handle_ttou(),
+                    Signal::Usr1 => self.handle_usr1(),
+                    Signal::Chld => {}
+                }
+            }
+            if let Some(code) = self.reap_workers() {
+                self.stop(Stop::Fast);
+                crate::info!(
+                    "Reason: {}",
+                    if code == APP_LOAD_ERROR {
+                        "App failed to load."
+                    } else {
+                        "Worker failed to boot."
+                    }
+                );
+                return code;
+            }
+            self.murder_workers();
+            self.manage_workers();
+        }
+    }
+
+    /// Forks one worker into `slot`.
+    fn spawn_worker(&mut self) {
+        let Some(slot) = (0..MAX_SLOTS).find(|s| !self.workers.values().any(|w| w.slot == *s))
+        else {
+            crate::error!("No free worker slot (at most {MAX_SLOTS} workers)");
+            return;
+        };
+        self.heartbeat(slot)
+            .store(sys::monotonic_ms(), Ordering::Release);
+        self.state(slot).store(0, Ordering::Release);
+        let jitter = if self.settings.max_requests_jitter > 0 {
+            self.next_random() % (self.settings.max_requests_jitter + 1)
+        } else {
+            0
+        };
+        let max_requests = if self.settings.max_requests > 0 {
+            self.settings.max_requests + jitter
+        } else {
+            0
+        };
+        let ppid = sys::getpid();
+        let forked = match &self.preloaded {
+            // With a preloaded interpreter, fork while holding the GIL (so no other thread of
+            // Python's is mid-way through anything) and let CPython fix up its state on both
+            // sides.
+            Some(app) => Python::attach(|py| {
+                interpreter::before_fork();
+                let forked = sys::fork();
+                match forked {
+                    Ok(Fork::Child) => {
+                        interpreter::after_fork_child();
+                        let app = app.clone_ref(py);
+                        let code =
+                            py.detach(|| self.run_worker(slot, ppid, Some(app), max_requests));
+                        sys::exit_now(code);
+                    }
+                    other => {
+                        interpreter::after_fork_parent();
+                        other
+                    }
+                }
+            }),
+            None => sys::fork(),
+        };
+        match forked {
+            Ok(Fork::Child) => {
+                let code = self.run_worker(slot, ppid, None, max_requests);
+                sys::exit_now(code);
+            }
+            Ok(Fork::Parent(pid)) => {
+                self.next_age += 1;
+                self.workers.insert(
+                    pid,
+                    WorkerInfo {
+                        slot,
+                        age: self.next_age,
+                        old: false,
+                        stopping: false,
+                        killed: false,
+                    },
+                );
+            }
+            Err(e) => crate::error!("Cannot fork a worker: {e}"),
+        }
+    }
+
+    /// The body of a freshly forked worker.
+    fn run_worker(&self, slot: usize, ppid: Pid, app: Option<Py<PyAny>>, max_requests: u64) -> i32 {
+        crate::info!("Booting worker with pid: {}", sys::getpid());
+        worker::run(worker::Setup {
+            settings: &self.settings,
+            listeners: &self.listeners,
+            heartbeat: self.heartbeat(slot),
+            state: self.state(slot),
+            ppid,
+            preloaded: app,
+            max_requests,
+        })
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64: plenty for spreading restarts.
+        let mut x = self.rng | 1;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// Collects exited workers. Returns an exit status when the arbiter must halt.
+    fn reap_workers(&mut self) -> Option<i32> {
+        loop {
+            let (pid, exit) = match sys::reap_any() {
+                Ok(Some(r)) => r,
+                Ok(None) | Err(_) => return None,
+            };
+            // Unknown children (a shell the app started, say) are reaped quietly.
+            let Some(info) = self.workers.remove(&pid) else {
+                continue;
+            };
+            let booted = self.state(info.slot).load(Ordering::Acquire) & slot_state::BOOTED != 0;
+            match exit {
+                Exit::Code(0) => {}
+                Exit::Code(code) => crate::error!("Worker (pid:{pid}) exited with code {code}"),
+                Exit::Signal(libc::SIGKILL) if info.killed => {}
+                Exit::Signal(libc::SIGKILL) => {
+                    crate::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
+                }
+                Exit::Signal(sig) => crate::error!("Worker (pid:{pid}) was sent signal {sig}!"),
+            }
+            if booted {
+                self.boot_failures = 0;
+                continue;
+            }
+            if let Exit::Code(code @ (APP_LOAD_ERROR | WORKER_BOOT_ERROR)) = exit {
+                if !self.ever_booted {
+                    return Some(code);
+                }
+                if self.reloading {
+                    crate::error!("New workers failed to boot; the old workers keep serving");
+                    self.cancel_reload();
+                }
+            }
+            if !info.stopping {
+                self.boot_failures += 1;
+                let delay = 100u64 << self.boot_failures.min(7);
+                self.spawn_after = sys::monotonic_ms() + delay.min(10_000);
+            }
+        }
+    }
+
+    /// Kills workers whose heartbeat is older than `--timeout`.
+    fn murder_workers(&mut self) {
+        if self.settings.timeout == 0 {
+            return;
+        }
+        let now = sys::monotonic_ms();
+        let limit = self.settings.timeout * 1000;
+        let mut to_kill = Vec::new();
+        for (&pid, info) in &self.workers {
+            let beat = self.heartbeat(info.slot).load(Ordering::Acquire);
+            if !info.killed && now.saturating_sub(beat) > limit {
+                to_kill.push(pid);
+            }
+        }
+        for pid in to_kill {
+            crate::critical!("WORKER TIMEOUT (pid:{pid})");
+            if let Some(info) = self.workers.get_mut(&pid) {
+                info.killed = true;
+            }
+            let _ = sys::kill(pid, libc::SIGKILL);
+        }
+    }
+
+    /// Starts or retires workers until the number serving is the number wanted.
+    fn manage_workers(&mut self) {
+        // Note who has booted; finish a reload once the new generation serves.
+        for info in self.workers.values() {
+            if self.state(info.slot).load(Ordering::Acquire) & slot_state::BOOTED != 0 {
+                self.ever_booted = true;
+            }
+        }
+        if self.reloading {
+            let new_booted = self
+                .workers
+                .values()
+                .filter(|w| {
+                    !w.old && self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED != 0
+                })
+                .count();
+            if new_booted >= self.desired {
+                self.reloading = false;
+                let old: Vec<Pid> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.old)
+                    .map(|(&p, _)| p)
+                    .collect();
+                for pid in old {
+                    self.retire(pid, libc::SIGHUP);
+                }
+            }
+        }
+
+        let serving: Vec<(Pid, u64)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                !w.old
+                    && !w.stopping
+                    && self.state(w.slot).load(Ordering::Acquire) & slot_state::RETIRING == 0
+            })
+            .map(|(&pid, w)| (pid, w.age))
+            .collect();
+        if serving.len() < self.desired {
+            if sys::monotonic_ms() < self.spawn_after {
+                return;
+            }
+            // The first worker boots alone: an app that cannot load says so once, not N times.
+            let booting = self
+                .workers
+                .values()
+                .any(|w| self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED == 0);
+            let count = if self.ever_booted {
+                self.desired - serving.len()
+            } else if booting {
+                0
+            } else {
+                1
+            };
+            for _ in 0..count {
+                self.spawn_worker();
+            }
+        } else if serving.len() > self.desired {
+            let mut by_age = serving;
+            by_age.sort_by_key(|&(_, age)| age);
+            let extra = by_age.len() - self.desired;
+            for &(pid, _) in by_age.iter().take(extra) {
+                self.retire(pid, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Asks a worker to finish gracefully.
+    fn retire(&mut self, pid: Pid, sig: libc::c_int) {
+        if let Some(info) = self.workers.get_mut(&pid) {
+            info.stopping = true;
+            let _ = sys::kill(pid, sig);
+        }
+    }
+
+    fn cancel_reload(&mut self) {
+        self.reloading = false;
+        for w in self.workers.values_mut() {
+            w.old = false;
+        }
+    }
+
+    /// HUP: a new generation of workers (re-importing the app unless preloaded), then the old
+    /// one retires gracefully once the new one serves.
+    fn handle_hup(&mut self) {
+        crate::info!("Hang up: Master");
+        for w in self.workers.values_mut() {
+            if !w.stopping {
+                w.old = true;
+            }
+        }
+        self.reloading = true;
+        self.spawn_after = 0;
+    }
+
+    /// TTIN: one worker more.
+    fn handle_ttin(&mut self) {
+        if self.desired + 1 < MAX_SLOTS / 2 {
+            self.desired += 1;
+        }
+    }
+
+    /// TTOU: one worker less (never fewer than one).
+    fn handle_ttou(&mut self) {
+        if self.desired > 1 {
+            self.desired -= 1;
+        }
+    }
+
+    /// USR1: reopen log files here and in every worker.
+    fn handle_usr1(&mut self) {
+        crate::log::reopen();
+        for &pid in self.workers.keys() {
+            let _ = sys::kill(pid, libc::SIGUSR1);
+        }
+    }
+
+    /// Stops every worker and returns the arbiter's exit status.
+    fn stop(&mut self, how: Stop) -> i32 {
+        // Closing our copies of the listeners first means the sockets close as soon as the
+        // last worker lets go of them.
+        self.listeners.clear();
+        let sig = match how {
+            Stop::Graceful => libc::SIGTERM,
+            Stop::Fast => libc::SIGQUIT,
+        };
+        for &pid in self.workers.keys() {
+            let _ = sys::kill(pid, sig);
+        }
+        let limit = match how {
+            Stop::Graceful => self.settings.graceful_timeout * 1000,
+            Stop::Fast => 2000,
+        };
+        let deadline = sys::monotonic_ms() + limit;
+        while !self.workers.is_empty() && sys::monotonic_ms() < deadline {
+            let _ = sys::poll_readable(&[self.signals.fd()], 100);
+            for sig in self.signals.drain() {
+                if sig == Signal::Quit || (sig == Signal::Int && how == Stop::Graceful) {
+                    for &pid in self.workers.keys() {
+                        let _ = sys::kill(pid, libc::SIGQUIT);
+                    }
+                }
+            }
+            while let Ok(Some((pid, _))) = sys::reap_any() {
+                self.workers.remove(&pid);
+            }
+        }
+        for &pid in self.workers.keys() {
+            let _ = sys::kill(pid, libc::SIGKILL);
+        }
+        let kill_deadline = sys::monotonic_ms() + 1000;
+        while !self.workers.is_empty() && sys::monotonic_ms() < kill_deadline {
+            match sys::reap_any() {
+                Ok(Some((pid, _))) => {
+                    self.workers.remove(&pid);
+                }
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        crate::info!("Shutting down: Master");
+        0
+    }
+
+    /// Removes the pid file and unix socket files.
+    fn cleanup(&mut self) {
+        if let Some(path) = &self.settings.pidfile {
+            let _ = std::fs::remove_file(path);
+        }
+        for spec in &self.settings.bind {
+            if let Some(path) = spec.strip_prefix("unix:") {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}

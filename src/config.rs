@@ -1,0 +1,713 @@
+//! Settings: one table, four sources.
+//!
+//! Every setting is one entry of [`SETTINGS`]: its gunicorn config-file name, its command-line
+//! flags (spelled as gunicorn spells them, `--limit-request-field_size` included), whether it
+//! takes a value, the function that validates and stores it, and the text `--help` prints. The
+//! sources apply in order, each overriding the one before: defaults, the `-c` config file (a
+//! Python file whose module-level names are settings, like gunicorn.conf.py), the
+//! `MINIGUN_CMD_ARGS` environment variable (flags in a string, like `GUNICORN_CMD_ARGS`), and the
+//! command line. A bad value is reported in one line naming the setting; `main` exits with 2.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::log::{Level, DEFAULT_ACCESS_FORMAT};
+
+/// Everything the arbiter and workers are told to do.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `module:callable` of the WSGI app.
+    pub app: Option<String>,
+    /// Addresses to listen on: `HOST:PORT`, `[V6]:PORT`, `unix:PATH`, `fd://N`.
+    pub bind: Vec<String>,
+    /// True once `--bind` (or `bind =`) was given, so `--host`/`--port` know what to change.
+    bind_given: bool,
+    /// Number of worker processes.
+    pub workers: usize,
+    /// Threads serving connections in each worker.
+    pub threads: usize,
+    /// Seconds a worker may stay silent (or one request may run) before it is killed; 0 = never.
+    pub timeout: u64,
+    /// Seconds workers get to finish in-flight requests after a graceful stop.
+    pub graceful_timeout: u64,
+    /// Seconds an idle keep-alive connection is kept; 0 disables keep-alive.
+    pub keepalive: u64,
+    /// listen(2) backlog.
+    pub backlog: i32,
+    /// Open connections per worker before new ones get 503.
+    pub worker_connections: usize,
+    /// Requests a worker serves before it is replaced; 0 = never.
+    pub max_requests: u64,
+    /// Random extra requests added to `max_requests` per worker, so workers don't all restart
+    /// at once.
+    pub max_requests_jitter: u64,
+    /// Longest request line in bytes (414 beyond).
+    pub limit_request_line: usize,
+    /// Most header fields in one request (431 beyond).
+    pub limit_request_fields: usize,
+    /// Longest header field line in bytes (431 beyond).
+    pub limit_request_field_size: usize,
+    /// Largest request body in bytes (413 beyond); 0 = unlimited.
+    pub limit_request_body: u64,
+    /// Access log path (`-` = stdout); none = no access log.
+    pub accesslog: Option<String>,
+    /// Access log format, gunicorn's atoms.
+    pub access_log_format: String,
+    /// Error log path (`-` = stderr).
+    pub errorlog: String,
+    /// Error log threshold.
+    pub loglevel: Level,
+    /// Directory to change to before loading the app.
+    pub chdir: Option<PathBuf>,
+    /// Extra directories put in front of `sys.path`.
+    pub pythonpath: Vec<String>,
+    /// `KEY=VALUE` pairs set in the environment before the app loads.
+    pub raw_env: Vec<(String, String)>,
+    /// Load the app in the arbiter before forking.
+    pub preload_app: bool,
+    /// File to write the arbiter's pid to.
+    pub pidfile: Option<PathBuf>,
+    /// Peers whose `X-Forwarded-Proto`/`-Ssl` headers are trusted; `*` trusts everyone.
+    pub forwarded_allow_ips: Vec<String>,
+    /// Switch workers to this user (name or uid) after binding.
+    pub user: Option<u32>,
+    /// Switch workers to this group (name or gid) after binding.
+    pub group: Option<u32>,
+    /// File-mode mask for unix sockets and files the server creates.
+    pub umask: u32,
+    /// Config file given with `-c`.
+    pub config: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            app: None,
+            bind: vec!["127.0.0.1:8000".to_owned()],
+            bind_given: false,
+            workers: 1,
+            threads: 1,
+            timeout: 30,
+            graceful_timeout: 30,
+            keepalive: 5,
+            backlog: 2048,
+            worker_connections: 1000,
+            max_requests: 0,
+            max_requests_jitter: 0,
+            limit_request_line: 4094,
+            limit_request_fields: 100,
+            limit_request_field_size: 8190,
+            limit_request_body: 0,
+            accesslog: None,
+            access_log_format: DEFAULT_ACCESS_FORMAT.to_owned(),
+            errorlog: "-".to_owned(),
+            loglevel: Level::Info,
+            chdir: None,
+            pythonpath: Vec::new(),
+            raw_env: Vec::new(),
+            preload_app: false,
+            pidfile: None,
+            forwarded_allow_ips: vec!["127.0.0.1".to_owned(), "::1".to_owned()],
+            user: None,
+            group: None,
+            umask: 0,
+            config: None,
+        }
+    }
+}
+
+/// A setting that could not be applied: which one, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+type Apply = fn(&mut Settings, &str) -> Result<(), String>;
+
+/// One setting: how it is named in each source and how its value is checked and stored.
+pub struct Setting {
+    /// The config-file name (gunicorn's).
+    pub name: &'static str,
+    /// Command-line spellings, short first.
+    pub flags: &'static [&'static str],
+    /// Placeholder shown in `--help`; `None` for switches that take no value.
+    pub metavar: Option<&'static str>,
+    /// Validates the text and stores it.
+    pub apply: Apply,
+    /// One line for `--help`.
+    pub doc: &'static str,
+}
+
+fn parse_num<T: std::str::FromStr>(v: &str, min: T, what: &str) -> Result<T, String>
+where
+    T: PartialOrd + fmt::Display,
+{
+    match v.trim().parse::<T>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!("invalid value '{v}' (expected {what})")),
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("invalid value '{v}' (expected true or false)")),
+    }
+}
+
+fn parse_umask(v: &str) -> Result<u32, String> {
+    let t = v.trim();
+    let parsed = if let Some(oct) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
+        u32::from_str_radix(oct, 8).ok()
+    } else if let Some(hex) = t.strip_prefix("0x") {
+        u32::from_str_radix(hex, 16).ok()
+    } else if t.len() > 1 && t.starts_with('0') {
+        u32::from_str_radix(&t[1..], 8).ok()
+    } else {
+        t.parse().ok()
+    };
+    parsed
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("invalid value '{v}' (expected a mode such as 0o22)"))
+}
+
+/// The settings table. `--help` lists it in this order.
+pub static SETTINGS: &[Setting] = &[
+    Setting {
+        name: "config",
+        flags: &["-c", "--config"],
+        metavar: Some("FILE"),
+        apply: |s, v| {
+            s.config = Some(PathBuf::from(v));
+            Ok(())
+        },
+        doc: "Python config file; its module-level names are settings (like gunicorn.conf.py).",
+    },
+    Setting {
+        name: "bind",
+        flags: &["-b", "--bind"],
+        metavar: Some("ADDRESS"),
+        apply: |s, v| {
+            check_bind(v)?;
+            if !s.bind_given {
+                s.bind.clear();
+                s.bind_given = true;
+            }
+            s.bind.push(v.trim().to_owned());
+            Ok(())
+        },
+        doc: "Address to listen on: HOST:PORT, [::1]:PORT, unix:PATH or fd://N. Repeatable. [127.0.0.1:8000]",
+    },
+    Setting {
+        name: "host",
+        flags: &["--host"],
+        metavar: Some("HOST"),
+        apply: |s, v| {
+            let port = s
+                .bind
+                .first()
+                .and_then(|b| b.rsplit_once(':'))
+                .map(|(_, p)| p.to_owned())
+                .unwrap_or_else(|| "8000".to_owned());
+            let host = if v.contains(':') && !v.starts_with('[') {
+                format!("[{v}]")
+            } else {
+                v.to_owned()
+            };
+            let addr = format!("{host}:{port}");
+            check_bind(&addr)?;
+            s.bind = vec![addr];
+            s.bind_given = true;
+            Ok(())
+        },
+        doc: "Host to listen on (the seeds' spelling; same as --bind HOST:PORT).",
+    },
+    Setting {
+        name: "port",
+        flags: &["--port"],
+        metavar: Some("PORT"),
+        apply: |s, v| {
+            let port: u16 = parse_num(v, 0, "a port number from 0 to 65535")?;
+            let host = s
+                .bind
+                .first()
+                .and_then(|b| b.rsplit_once(':'))
+                .map(|(h, _)| h.to_owned())
+                .unwrap_or_else(|| "127.0.0.1".to_owned());
+            s.bind = vec![format!("{host}:{port}")];
+            s.bind_given = true;
+            Ok(())
+        },
+        doc: "Port to listen on (same as --bind HOST:PORT).",
+    },
+    Setting {
+        name: "workers",
+        flags: &["-w", "--workers"],
+        metavar: Some("INT"),
+        apply: |s, v| {
+            s.workers = parse_num(v, 1, "a whole number of at least 1")?;
+            Ok(())
+        },
+        doc: "Number of worker processes. [1]",
+    },
+    Setting {
+        name: "threads",
+        flags: &["--threads"],
+        metavar: Some("INT"),
+        apply: |s, v| {
+            s.threads = parse_num(v, 1, "a whole number of at least 1")?;
+            Ok(())
+        },
+        doc: "Threads per worker serving requests. [1]",
+    },
+    Setting {
+        name: "timeout",
+        flags: &["-t", "--timeout"],
+        metavar: Some("INT"),
+        apply: |s, v| {
+            s.timeout = parse_num(v, 0, "a whole number of seconds")?;
+            Ok(())
+        },
+        doc: "Seconds a worker may be silent, or one request may run, before it is killed and replaced; also how long a stalled client gets (408). 0 = never. [30]",
+    },
+    Setting {
+        name: "graceful_timeout",
+        flags: &["--graceful-timeout"],
+        metavar: Some("INT"),
+        apply: |s, v| {
+            s.graceful_timeout = parse_num(v, 0, "a whole number of seconds")?;
+            Ok(())
+        },
+        doc: "Seconds workers get to finish requests after a graceful stop. [30]",
+    },
+    Setting {
+        name: "keepalive",
+        flags: &["--keep-alive"],
+        metavar: Some("INT"),
+        apply: |s, v| {
+            s.keepalive = parse_num(v, 0, "a whole number of seconds")?;
+            Ok(())
+        },
+        doc: "Seconds an idle keep-alive connection is kept open; 0 disables keep-alive. [5]",
+    },
+    Setting {
+        name: "backlog",
+        flags: &["--backlog"],
+        metavar: Some("INT"),
+        apply: |s, v| {
+            s.backlog = parse_num(v, 1, "a whole number of at least 1")?;
+            Ok(())
+        },
+        doc: "Pending connections the kernel queues for accept. [2048]",
+    },
+    Setting {
+        name: "worker_connections",
+        flags: &["--worker-connections"],
+        metavar: Some("INT"),
+        apply: |s, v| {
+            s.worker_connections = parse_num(v, 1, "a whole number of at least 1")?;
+            Ok(())
+        },
+        doc: "Open connections per worker; beyond it new connections get 503. [1000]",
+    },
+    Setting {
+        name: "max_requests",
+        flags: &["--max-requests"],
+        metavar: Some("INT"),
+        apply: |s, v| {
+            s.max_requests = parse_num(v, 0, "a whole number")?;
+            Ok(())
+        },
+        doc: "Requests a worker serves before it is gracefully replaced; 0 = never. [0]",
+    },
+    Setting {
+        name: "max_requests_jitter",
+        flags: &["--max-requests-jitter"],
+        metavar: Some("INT"),
+        apply: |s, v| {
+            s.max_requests_jitter = parse_num(v, 0, "a whole number")?;
+            Ok(())
+        },
+        doc: "Up to this many extra requests, drawn per worker, added to --max-requests. [0]",
+    },
+    Setting {
+        name: "limit_request_line",
+        flags: &["--limit-request-line"],
+        metavar: Some("INT"),
+        apply: |s, v| {
+            let n: usize = parse_num(v, 0, "a whole number from 0 to 8190")?;
+            if n > 8190 {
+                return Err(format!("invalid value '{v}' (expected a whole number from 0 to 8190)"));
+            }
+            s.limit_request_line = if n == 0 { 8190 } else { n };
+            Ok(())
+        },
+        doc: "Longest request line in bytes; longer gets 414. 0 = the maximum, 8190. [4094]",
+    },
+    Setting {
+        name: "limit_request_fields",
+        flags: &["--limit-request-fields"],
+        metavar: Some("INT"),
+        apply: |s, v| {
+            let n: usize = parse_num(v, 0, "a whole number from 0 to 32768")?;
+            if n > 32768 {
+                return Err(format!("invalid value '{v}' (expected a whole number from 0 to 32768)"));
+            }
+            s.limit_request_fields = if n == 0 { 32768 } else { n };
+            Ok(())
+        },
+        doc: "Most header fields in a request; more gets 431. [100]",
+    },
+    Setting {
+        name: "limit_request_field_size",
+        flags: &["--limit-request-field_size", "--limit-request-field-size"],
+        metavar: Some("INT"),
+        apply: |s, v| {
+            let n: usize = parse_num(v, 0, "a whole number")?;
+            s.limit_request_field_size = if n == 0 { 65536 } else { n };
+            Ok(())
+        },
+        doc: "Longest header field in bytes; longer gets 431. 0 = 64 KiB. [8190]",
+    },
+    Setting {
+        name: "limit_request_body",
+        flags: &["--limit-request-body"],
+        metavar: Some("INT"),
+        apply: |s, v| {
+            s.limit_request_body = parse_num(v, 0, "a whole number of bytes")?;
+            Ok(())
+        },
+        doc: "Largest request body in bytes; larger gets 413. 0 = unlimited. [0]",
+    },
+    Setting {
+        name: "accesslog",
+        flags: &["--access-logfile"],
+        metavar: Some("FILE"),
+        apply: |s, v| {
+            s.accesslog = (!v.is_empty()).then(|| v.to_owned());
+            Ok(())
+        },
+        doc: "Access log file; '-' is stdout. No access log unless given.",
+    },
+    Setting {
+        name: "access_log_format",
+        flags: &["--access-logformat"],
+        metavar: Some("STRING"),
+        apply: |s, v| {
+            s.access_log_format = v.to_owned();
+            Ok(())
+        },
+        doc: "Access log format, gunicorn's %(x)s atoms.",
+    },
+    Setting {
+        name: "errorlog",
+        flags: &["--error-logfile", "--log-file"],
+        metavar: Some("FILE"),
+        apply: |s, v| {
+            s.errorlog = v.to_owned();
+            Ok(())
+        },
+        doc: "Error log file; '-' is stderr. [-]",
+    },
+    Setting {
+        name: "loglevel",
+        flags: &["--log-level"],
+        metavar: Some("LEVEL"),
+        apply: |s, v| {
+            s.loglevel = Level::parse(v).ok_or_else(|| {
+                format!("invalid value '{v}' (expected debug, info, warning, error or critical)")
+            })?;
+            Ok(())
+        },
+        doc: "Error log level: debug, info, warning, error, critical. [info]",
+    },
+    Setting {
+        name: "chdir",
+        flags: &["--chdir"],
+        metavar: Some("DIR"),
+        apply: |s, v| {
+            if !std::path::Path::new(v).is_dir() {
+                return Err(format!("'{v}' is not a directory"));
+            }
+            s.chdir = Some(PathBuf::from(v));
+            Ok(())
+        },
+        doc: "Change to this directory before loading the app.",
+    },
+    Setting {
+        name: "pythonpath",
+        flags: &["--pythonpath"],
+        metavar: Some("DIRS"),
+        apply: |s, v| {
+            s.pythonpath
+                .extend(v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned));
+            Ok(())
+        },
+        doc: "Comma-separated directories added to the front of sys.path.",
+    },
+    Setting {
+        name: "raw_env",
+        flags: &["-e", "--env"],
+        metavar: Some("KEY=VALUE"),
+        apply: |s, v| match v.split_once('=') {
+            Some((k, val)) if !k.is_empty() => {
+                s.raw_env.push((k.to_owned(), val.to_owned()));
+                Ok(())
+            }
+            _ => Err(format!("invalid value '{v}' (expected KEY=VALUE)")),
+        },
+        doc: "Set an environment variable for the app. Repeatable.",
+    },
+    Setting {
+        name: "preload_app",
+        flags: &["--preload"],
+        metavar: None,
+        apply: |s, v| {
+            s.preload_app = parse_bool(v)?;
+            Ok(())
+        },
+        doc: "Load the app in the master before forking workers.",
+    },
+    Setting {
+        name: "pidfile",
+        flags: &["-p", "--pid"],
+        metavar: Some("FILE"),
+        apply: |s, v| {
+            s.pidfile = Some(PathBuf::from(v));
+            Ok(())
+        },
+        doc: "Write the master's pid to this file.",
+    },
+    Setting {
+        name: "forwarded_allow_ips",
+        flags: &["--forwarded-allow-ips"],
+        metavar: Some("IPS"),
+        apply: |s, v| {
+            s.forwarded_allow_ips =
+                v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect();
+            Ok(())
+        },
+        doc: "Comma-separated proxy addresses whose X-Forwarded-Proto is trusted; '*' for any. [127.0.0.1,::1]",
+    },
+    Setting {
+        name: "user",
+        flags: &["-u", "--user"],
+        metavar: Some("USER"),
+        apply: |s, v| {
+            let uid = match v.trim().parse::<u32>() {
+                Ok(uid) => uid,
+                Err(_) => crate::sys::user_by_name(v.trim())
+                    .map(|(uid, _)| uid)
+                    .ok_or_else(|| format!("no such user '{v}'"))?,
+            };
+            s.user = Some(uid);
+            Ok(())
+        },
+        doc: "Switch worker processes to this user (name or uid).",
+    },
+    Setting {
+        name: "group",
+        flags: &["-g", "--group"],
+        metavar: Some("GROUP"),
+        apply: |s, v| {
+            let gid = match v.trim().parse::<u32>() {
+                Ok(gid) => gid,
+                Err(_) => crate::sys::group_by_name(v.trim())
+                    .ok_or_else(|| format!("no such group '{v}'"))?,
+            };
+            s.group = Some(gid);
+            Ok(())
+        },
+        doc: "Switch worker processes to this group (name or gid).",
+    },
+    Setting {
+        name: "umask",
+        flags: &["-m", "--umask"],
+        metavar: Some("INT"),
+        apply: |s, v| {
+            s.umask = parse_umask(v)?;
+            Ok(())
+        },
+        doc: "File-mode mask for files and unix sockets the server creates. [0]",
+    },
+    Setting {
+        name: "wsgi_app",
+        flags: &[],
+        metavar: Some("MODULE:APP"),
+        apply: |s, v| {
+            s.app = Some(v.to_owned());
+            Ok(())
+        },
+        doc: "The WSGI app (also the positional argument).",
+    },
+];
+
+/// Checks the syntax of one `--bind` value.
+fn check_bind(v: &str) -> Result<(), String> {
+    let v = v.trim();
+    if let Some(path) = v.strip_prefix("unix:") {
+        return if path.is_empty() {
+            Err(format!("invalid value '{v}' (unix: needs a path)"))
+        } else {
+            Ok(())
+        };
+    }
+    if let Some(n) = v.strip_prefix("fd://") {
+        return n
+            .parse::<i32>()
+            .map(drop)
+            .map_err(|_| format!("invalid value '{v}' (fd:// needs a descriptor number)"));
+    }
+    crate::net::parse_tcp(v).map(drop)
+}
+
+/// Finds the table entry for a flag such as `--workers` or `-w`.
+pub fn by_flag(flag: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.flags.contains(&flag))
+}
+
+/// Finds the table entry for a config-file name such as `workers`.
+pub fn by_name(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+impl Settings {
+    /// Applies one setting by its table entry, naming it in the error.
+    pub fn apply(
+        &mut self,
+        setting: &Setting,
+        value: &str,
+        source: &str,
+    ) -> Result<(), ConfigError> {
+        (setting.apply)(self, value).map_err(|why| {
+            let name = if setting.flags.is_empty() {
+                setting.name.to_owned()
+            } else {
+                setting.flags.join("/")
+            };
+            ConfigError(format!("{source}{name}: {why}"))
+        })
+    }
+
+    /// Applies the module-level names of a Python config file, evaluated by the interpreter
+    /// minigun was built for in a separate process, so the arbiter never starts CPython itself
+    /// (a forked worker must not inherit an initialised interpreter unless `--preload` asks).
+    pub fn apply_config_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let source = format!("config file {}: ", path.display());
+        if !path.is_file() {
+            return Err(ConfigError(format!(
+                "config file {}: no such file",
+                path.display()
+            )));
+        }
+        let output = Command::new(crate::wsgi::interpreter::python_executable())
+            .arg("-c")
+            .arg(CONFIG_READER)
+            .arg(path)
+            .output()
+            .map_err(|e| ConfigError(format!("{source}cannot run Python: {e}")))?;
+        if !output.status.success() {
+            let err = String::from_utf8_lossy(&output.stderr);
+            let last = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("failed");
+            return Err(ConfigError(format!("{source}{last}")));
+        }
+        let mut fields = output.stdout.split(|&b| b == 0);
+        while let (Some(name), Some(count)) = (fields.next(), fields.next()) {
+            let name = String::from_utf8_lossy(name).into_owned();
+            let count: usize = String::from_utf8_lossy(count).parse().unwrap_or(0);
+            let values: Vec<String> = fields
+                .by_ref()
+                .take(count)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            if name == "__callable__" {
+                for hook in values {
+                    crate::warning!(
+                        "Config setting '{hook}' (a function) is not supported; ignored"
+                    );
+                }
+                continue;
+            }
+            let Some(setting) = by_name(&name) else {
+                crate::warning!("Unknown setting '{name}' in {}; ignored", path.display());
+                continue;
+            };
+            if setting.name == "config" {
+                continue;
+            }
+            if matches!(setting.name, "bind" | "raw_env" | "pythonpath") {
+                // List settings: the config file's value replaces the default.
+                match setting.name {
+                    "bind" => {
+                        self.bind.clear();
+                        self.bind_given = true;
+                    }
+                    "raw_env" => self.raw_env.clear(),
+                    _ => self.pythonpath.clear(),
+                }
+            }
+            for value in &values {
+                self.apply(setting, value, &source)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the start of a new source: its first `--bind` replaces the binds of the sources
+    /// before it instead of adding to them.
+    pub fn start_source(&mut self) {
+        self.bind_given = false;
+    }
+
+    /// Checks settings that depend on each other, once every source has been applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.app.is_none() {
+            return Err(ConfigError(
+                "the following arguments are required: MODULE:APP".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Python run by [`Settings::apply_config_file`]: executes the file and prints each
+/// module-level setting as `name\0count\0value\0…`. Lists become several values; functions
+/// (gunicorn's server hooks) are reported under `__callable__` so we can say they are ignored.
+const CONFIG_READER: &str = r#"
+import sys, types, runpy
+ns = runpy.run_path(sys.argv[1])
+out = []
+hooks = []
+for k, v in ns.items():
+    if k.startswith('_') or isinstance(v, types.ModuleType) or isinstance(v, type):
+        continue
+    if callable(v):
+        hooks.append(k)
+        continue
+    if v is None:
+        continue
+    if isinstance(v, bool):
+        vals = ['true' if v else 'false']
+    elif isinstance(v, (list, tuple)):
+        vals = [str(x) for x in v]
+    elif isinstance(v, dict):
+        vals = ['%s=%s' % (a, b) for a, b in v.items()]
+    else:
+        vals = [str(v)]
+    out.append('\0'.join([k, str(len(vals))] + vals))
+if hooks:
+    out.append('\0'.join(['__callable__', str(len(hooks))] + hooks))
+sys.stdout.write(''.join(x + '\0' for x in out))
+"#;

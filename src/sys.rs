@@ -1,0 +1,695 @@
+//! Thin, safe wrappers over the libc calls minigun needs.
+//!
+//! This is the only module of the crate with `unsafe` (besides the interpreter start-up in
+//! `wsgi::interpreter`, which has to speak CPython's C API). Each wrapper checks the return
+//! value, turns `-1` into `io::Error::last_os_error()`, and states in a `// SAFETY:` line why the
+//! call cannot touch memory it does not own. Callers never see a raw pointer.
+
+use std::ffi::CString;
+use std::io::{self, IoSlice};
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
+
+/// A process id, as returned by `fork` and `waitpid`.
+pub type Pid = libc::pid_t;
+
+/// Turns a `-1` return into the `errno` error, anything else into `Ok`.
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Same as [`check`], for calls that return `ssize_t`.
+fn check_size(rc: libc::ssize_t) -> io::Result<usize> {
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/// Which side of a `fork` we are on.
+pub enum Fork {
+    /// In the new process.
+    Child,
+    /// In the parent; the child's pid.
+    Parent(Pid),
+}
+
+/// Forks the process.
+///
+/// Only the calling thread survives in the child, so the caller must not hold locks another
+/// thread could own: the arbiter starts no threads at all, which is why it may call this.
+pub fn fork() -> io::Result<Fork> {
+    // SAFETY: fork(2) takes no pointers. The arbiter that calls it is single-threaded, so the
+    // child cannot inherit a lock held by a thread that no longer exists.
+    let pid = check(unsafe { libc::fork() })?;
+    Ok(if pid == 0 {
+        Fork::Child
+    } else {
+        Fork::Parent(pid)
+    })
+}
+
+/// How a reaped child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It called exit with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+/// Reaps one exited child without blocking; `None` when no child has exited.
+pub fn reap_any() -> io::Result<Option<(Pid, Exit)>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is a valid, writable c_int for the duration of the call.
+    let pid = check(unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) })?;
+    if pid == 0 {
+        return Ok(None);
+    }
+    let exit = if libc::WIFSIGNALED(status) {
+        Exit::Signal(libc::WTERMSIG(status))
+    } else {
+        Exit::Code(libc::WEXITSTATUS(status))
+    };
+    Ok(Some((pid, exit)))
+}
+
+/// Sends `sig` to `pid`.
+pub fn kill(pid: Pid, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill(2) reads no memory of ours. Callers pass pids of their own children that have
+    // not been reaped yet, so the pid cannot name a recycled, unrelated process.
+    check(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// This process's id.
+pub fn getpid() -> Pid {
+    // SAFETY: getpid(2) cannot fail and takes no arguments.
+    unsafe { libc::getpid() }
+}
+
+/// The parent's pid: a worker whose parent changed has lost its arbiter and must exit.
+pub fn getppid() -> Pid {
+    // SAFETY: getppid(2) cannot fail and takes no arguments.
+    unsafe { libc::getppid() }
+}
+
+/// Leaves the process at once with `code`, running no destructors or atexit handlers.
+///
+/// A forked worker ends this way so that it never runs the arbiter's cleanup by accident.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit(2) never returns and touches no memory of ours.
+    unsafe { libc::_exit(code) }
+}
+
+/// Sets the file-mode creation mask, returning the old one.
+pub fn umask(mask: u32) -> u32 {
+    // SAFETY: umask(2) cannot fail and reads no memory.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Changes the real and effective group id (privilege drop, done before the user id).
+pub fn setgid(gid: u32) -> io::Result<()> {
+    // SAFETY: setgid(2) takes a plain integer.
+    check(unsafe { libc::setgid(gid) }).map(drop)
+}
+
+/// Changes the real and effective user id.
+pub fn setuid(uid: u32) -> io::Result<()> {
+    // SAFETY: setuid(2) takes a plain integer.
+    check(unsafe { libc::setuid(uid) }).map(drop)
+}
+
+/// The effective user id.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Looks up a user by name, returning `(uid, primary gid)`.
+pub fn user_by_name(name: &str) -> Option<(u32, u32)> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: `cname` is NUL-terminated and outlives the call. getpwnam returns a pointer into
+    // static storage that we read at once, before any other call could overwrite it; the arbiter
+    // is single-threaded when it calls this.
+    let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
+    // SAFETY: a non-null result points at a valid passwd record (see above).
+    NonNull::new(pw).map(|pw| unsafe { (pw.as_ref().pw_uid, pw.as_ref().pw_gid) })
+}
+
+/// Looks up a group by name.
+pub fn group_by_name(name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: as in `user_by_name`: a NUL-terminated name, a static result read at once.
+    let gr = unsafe { libc::getgrnam(cname.as_ptr()) };
+    // SAFETY: a non-null result points at a valid group record.
+    NonNull::new(gr).map(|gr| unsafe { gr.as_ref().gr_gid })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals
+// ---------------------------------------------------------------------------------------------
+
+/// Installs `handler` for `sig`, with `SA_RESTART` off so a blocking call returns `EINTR`.
+///
+/// The handler must be async-signal-safe (signal-safety(7)): minigun's handlers only store to an
+/// atomic and `write` one byte to a pipe.
+pub fn set_handler(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+    // SAFETY: an all-zero sigaction is a valid "no flags, empty mask" value.
+    let mut action: libc::sigaction = unsafe { mem::zeroed() };
+    action.sa_sigaction = handler as usize;
+    // SAFETY: `action.sa_mask` is a valid sigset_t we own.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    // SAFETY: `action` is fully initialised and outlives the call; the old action is not asked for.
+    check(unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) }).map(drop)
+}
+
+/// Makes `sig` ignored (`SIG_IGN`).
+pub fn ignore_signal(sig: libc::c_int) -> io::Result<()> {
+    set_disposition(sig, libc::SIG_IGN)
+}
+
+/// Restores the default action of `sig` (`SIG_DFL`).
+pub fn default_signal(sig: libc::c_int) -> io::Result<()> {
+    set_disposition(sig, libc::SIG_DFL)
+}
+
+fn set_disposition(sig: libc::c_int, disposition: libc::sighandler_t) -> io::Result<()> {
+    // SAFETY: an all-zero sigaction is a valid "no flags, empty mask" value.
+    let mut action: libc::sigaction = unsafe { mem::zeroed() };
+    action.sa_sigaction = disposition;
+    // SAFETY: `action` is initialised and outlives the call.
+    check(unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) }).map(drop)
+}
+
+/// Writes one byte to `fd` from a signal handler: `write(2)` is async-signal-safe, and errors
+/// (a full pipe means a wake-up is already pending) are deliberately ignored.
+pub fn signal_safe_write_byte(fd: RawFd, byte: u8) {
+    let buf = [byte];
+    // SAFETY: `buf` is a valid one-byte buffer for the duration of the call.
+    unsafe { libc::write(fd, buf.as_ptr().cast(), 1) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// File descriptors
+// ---------------------------------------------------------------------------------------------
+
+/// A non-blocking, close-on-exec pipe: `(read end, write end)`.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sets or clears `O_NONBLOCK`.
+pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL takes no pointer argument.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    let flags = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: F_SETFL takes an integer argument.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) }).map(drop)
+}
+
+/// Sets or clears `FD_CLOEXEC`.
+pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFD takes no pointer argument.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    let flags = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    // SAFETY: F_SETFD takes an integer argument.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, flags) }).map(drop)
+}
+
+/// Makes `target` refer to the file `new` refers to, then closes `new` (log reopening).
+pub fn dup2_and_close(new: RawFd, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup2(2) and close(2) take plain integers; `new` is a descriptor we opened and own,
+    // `target` one of our log descriptors.
+    let rc = unsafe { libc::dup2(new, target) };
+    // SAFETY: as above; `new` is not used again.
+    unsafe { libc::close(new) };
+    check(rc).map(drop)
+}
+
+/// `read(2)` into `buf`; `Ok(0)` is end of file.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    check_size(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// `write(2)` of `buf`; may write less than all of it.
+pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes. MSG_NOSIGNAL is not available for
+    // write(2), so processes ignore SIGPIPE instead (see `arbiter`).
+    check_size(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })
+}
+
+/// `writev(2)`: gathers several buffers into one system call (head and body in one packet).
+pub fn writev(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    let count = bufs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+    // SAFETY: IoSlice is guaranteed ABI-compatible with iovec, and every slice is valid for reads
+    // for the duration of the call.
+    check_size(unsafe { libc::writev(fd, bufs.as_ptr().cast(), count) })
+}
+
+/// `sendfile(2)`: copies up to `count` bytes of `file` from `offset` to `socket` in the kernel.
+pub fn sendfile(socket: RawFd, file: RawFd, offset: &mut i64, count: usize) -> io::Result<usize> {
+    // SAFETY: `offset` is a valid, writable off_t; the kernel updates it by the bytes sent.
+    check_size(unsafe { libc::sendfile(socket, file, offset, count) })
+}
+
+/// The size of the file behind `fd`, or `None` when it is not a regular file.
+pub fn regular_file_size(fd: RawFd) -> Option<u64> {
+    // SAFETY: an all-zero stat is a valid buffer for fstat to fill.
+    let mut st: libc::stat = unsafe { mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat buffer.
+    if unsafe { libc::fstat(fd, &mut st) } == -1 {
+        return None;
+    }
+    ((st.st_mode & libc::S_IFMT) == libc::S_IFREG).then_some(st.st_size as u64)
+}
+
+/// Which readiness `poll_one` waits for.
+#[derive(Clone, Copy)]
+pub enum Ready {
+    /// Bytes to read (or end of file).
+    Read,
+    /// Room in the send buffer.
+    Write,
+}
+
+/// Waits until `fd` is ready or `timeout_ms` passes; `Ok(false)` on timeout.
+///
+/// Error and hang-up conditions count as ready: the following read or write reports them.
+pub fn poll_one(fd: RawFd, ready: Ready, timeout_ms: i32) -> io::Result<bool> {
+    let events = match ready {
+        Ready::Read => libc::POLLIN,
+        Ready::Write => libc::POLLOUT,
+    };
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd, matching the count of 1.
+    let n = check(unsafe { libc::poll(&mut pfd, 1, timeout_ms) })?;
+    Ok(n > 0)
+}
+
+/// Waits for any of `fds` to become readable, for up to `timeout_ms`. Used by the arbiter's
+/// sleep. Returns `Ok(())` on readiness, timeout or `EINTR` alike: the caller rechecks state.
+pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<()> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` holds `pfds.len()` valid pollfd structs.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    match check(rc) {
+        Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
+        _ => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sockets
+// ---------------------------------------------------------------------------------------------
+
+/// Where a connection came from.
+#[derive(Debug, Clone)]
+pub enum Peer {
+    /// A TCP client.
+    Tcp(SocketAddr),
+    /// A client on a unix socket (they have no useful address).
+    Unix,
+}
+
+/// Converts a filled `sockaddr_storage` into a [`Peer`].
+fn peer_from_storage(storage: &libc::sockaddr_storage) -> Peer {
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in; storage is large enough
+            // and suitably aligned for every sockaddr type.
+            let sin: &libc::sockaddr_in = unsafe { &*(storage as *const _ as *const _) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Peer::Tcp(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6 (see above).
+            let sin6: &libc::sockaddr_in6 = unsafe { &*(storage as *const _ as *const _) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Peer::Tcp(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => Peer::Unix,
+    }
+}
+
+/// Accepts one connection as a non-blocking, close-on-exec socket.
+pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Peer)> {
+    // SAFETY: an all-zero sockaddr_storage is a valid buffer.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` and `len` are valid and describe a buffer of `len` bytes.
+    let fd = check(unsafe {
+        libc::accept4(
+            listener,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    })?;
+    // SAFETY: accept4 returned a new descriptor that nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok((fd, peer_from_storage(&storage)))
+}
+
+/// The local address a socket is bound to.
+pub fn local_addr(fd: RawFd) -> io::Result<Peer> {
+    // SAFETY: an all-zero sockaddr_storage is a valid buffer.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` and `len` describe a writable buffer of `len` bytes.
+    check(unsafe {
+        libc::getsockname(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(peer_from_storage(&storage))
+}
+
+/// Sets an integer socket option.
+pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: `value` is a valid c_int and the length passed matches it.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const i32).cast(),
+            mem::size_of::<i32>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Reads an integer socket option.
+pub fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: i32 = 0;
+    let mut len = mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `value` and `len` describe a writable c_int.
+    check(unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut len) })?;
+    Ok(value)
+}
+
+/// Creates a TCP listener bound to `addr` with `SO_REUSEADDR` and the given backlog.
+pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    let fd = socket(family)?;
+    setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    // SAFETY: all-zero sockaddr_in/sockaddr_in6 are valid values that we then fill in.
+    let rc = match addr {
+        SocketAddr::V4(a) => {
+            let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            // SAFETY: `sin` is a complete sockaddr_in and the length matches it.
+            unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sin as *const libc::sockaddr_in).cast(),
+                    mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        SocketAddr::V6(a) => {
+            let mut sin6: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_scope_id = a.scope_id();
+            // SAFETY: `sin6` is a complete sockaddr_in6 and the length matches it.
+            unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sin6 as *const libc::sockaddr_in6).cast(),
+                    mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    check(rc)?;
+    listen(fd.as_raw_fd(), backlog)?;
+    Ok(fd)
+}
+
+/// Creates a unix-domain stream listener at `path` with the given backlog.
+pub fn unix_listener(path: &str, backlog: i32) -> io::Result<OwnedFd> {
+    // SAFETY: an all-zero sockaddr_un is valid; we fill in the family and path.
+    let mut sun: libc::sockaddr_un = unsafe { mem::zeroed() };
+    let bytes = path.as_bytes();
+    if bytes.len() >= sun.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "unix socket path too long or contains NUL",
+        ));
+    }
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, &src) in sun.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    let fd = socket(libc::AF_UNIX)?;
+    // SAFETY: `sun` is a complete sockaddr_un (NUL-terminated path) and the length matches it.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sun as *const libc::sockaddr_un).cast(),
+            mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    })?;
+    listen(fd.as_raw_fd(), backlog)?;
+    Ok(fd)
+}
+
+fn socket(family: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes plain integers.
+    let fd = check(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: socket returned a new descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen(2) takes plain integers.
+    check(unsafe { libc::listen(fd, backlog) }).map(drop)
+}
+
+/// Takes ownership of an inherited descriptor (`fd://N`, systemd's LISTEN_FDS) after checking
+/// that it is an open socket.
+pub fn inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
+    let kind = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?;
+    if kind != libc::SOCK_STREAM {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a stream socket",
+        ));
+    }
+    set_cloexec(fd, true)?;
+    // SAFETY: the descriptor is open (getsockopt succeeded) and was handed to us to own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Shuts down the writing half: the peer reads end of file while we can still drain its bytes.
+pub fn shutdown_write(fd: RawFd) {
+    // SAFETY: shutdown(2) takes plain integers; an error (already closed) needs no handling.
+    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// epoll
+// ---------------------------------------------------------------------------------------------
+
+/// An epoll instance.
+pub struct Epoll {
+    fd: OwnedFd,
+}
+
+/// One readiness event: the token registered with the descriptor, and the raw event bits.
+#[derive(Clone, Copy)]
+pub struct Event {
+    /// The value given at registration.
+    pub token: u64,
+    /// `EPOLLIN`, `EPOLLHUP`, … as reported.
+    pub bits: u32,
+}
+
+impl Epoll {
+    /// Creates a close-on-exec epoll instance.
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes a flag integer.
+        let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: the descriptor is new and ours.
+        Ok(Epoll {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+        check(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) }).map(drop)
+    }
+
+    /// Registers `fd` for `events` with `token`.
+    pub fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+    }
+
+    /// Changes the registration of `fd` (re-arms a one-shot registration).
+    pub fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
+    }
+
+    /// Removes `fd` from the set.
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Waits up to `timeout_ms` for events, filling `out` (which is cleared first).
+    pub fn wait(&self, out: &mut Vec<Event>, capacity: usize, timeout_ms: i32) -> io::Result<()> {
+        let mut raw: Vec<libc::epoll_event> = Vec::with_capacity(capacity);
+        // SAFETY: `raw` has room for `capacity` events; the kernel writes at most that many and
+        // we set the length to the count it reports.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                raw.as_mut_ptr(),
+                capacity as libc::c_int,
+                timeout_ms,
+            )
+        };
+        out.clear();
+        match check(n) {
+            Ok(n) => {
+                // SAFETY: epoll_wait initialised the first `n` entries (n <= capacity).
+                unsafe { raw.set_len(n as usize) };
+                out.extend(raw.iter().map(|ev| Event {
+                    token: ev.u64,
+                    bits: ev.events,
+                }));
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared memory and clocks
+// ---------------------------------------------------------------------------------------------
+
+/// An anonymous `MAP_SHARED` array of `AtomicU64`, made before fork so that the arbiter and its
+/// workers see the same memory: the workers' heartbeats live here.
+pub struct SharedSlots {
+    ptr: NonNull<AtomicU64>,
+    len: usize,
+}
+
+// SAFETY: the memory is only reached through `AtomicU64`, which is Sync.
+unsafe impl Send for SharedSlots {}
+// SAFETY: as above.
+unsafe impl Sync for SharedSlots {}
+
+impl SharedSlots {
+    /// Maps `len` zeroed slots.
+    pub fn new(len: usize) -> io::Result<SharedSlots> {
+        let bytes = len.max(1) * mem::size_of::<AtomicU64>();
+        // SAFETY: an anonymous mapping with a null hint reads no memory of ours.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<AtomicU64>())
+            .ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(SharedSlots { ptr, len })
+    }
+
+    /// The slots as a slice of atomics.
+    pub fn slots(&self) -> &[AtomicU64] {
+        // SAFETY: INVARIANT: `ptr` points at `len` zero-initialised (valid) AtomicU64 values in a
+        // mapping that lives as long as `self`; page alignment satisfies AtomicU64's alignment.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for SharedSlots {
+    fn drop(&mut self) {
+        let bytes = self.len.max(1) * mem::size_of::<AtomicU64>();
+        // SAFETY: `ptr`/`bytes` are exactly the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), bytes) };
+    }
+}
+
+/// Milliseconds on the monotonic clock, which every process on the machine shares: workers write
+/// it into their heartbeat slot and the arbiter compares it with its own reading.
+pub fn monotonic_ms() -> u64 {
+    // SAFETY: an all-zero timespec is valid for clock_gettime to fill.
+    let mut ts: libc::timespec = unsafe { mem::zeroed() };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Resident set size of this process in bytes, from /proc/self/statm.
+pub fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf takes an integer name.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * page.max(4096) as u64)
+}

@@ -1,0 +1,887 @@
+//! A worker process: its event loop, its threads, its connections.
+//!
+//! Shape (leader/followers, see DESIGN.md): one epoll set per worker holds the listeners, the
+//! signal pipe and every connection that waits for bytes. Each of the `--threads` threads runs
+//! the same loop — `epoll_wait`, then accept, or read and parse, or call the app and write —
+//! with no hand-off between threads on the way. Connections are registered `EPOLLONESHOT`: the
+//! thread woken for one owns it until it parks it again, so two threads never serve the same
+//! connection, and a slow app call blocks only its own connection while the other threads keep
+//! serving the rest. With `--threads 1` nothing is shared with anyone and the locks are
+//! uncontended.
+//!
+//! Parked connections live in a [`Slab`]; a sweep once a second closes the ones past their
+//! deadline: idle keep-alive connections after `--keep-alive`, and clients that stalled in the
+//! middle of a request after `--timeout`, with a 408 first. Small request bodies are read in the
+//! loop before the app is called, so a client trickling a body ties up no thread.
+//!
+//! Supervision: the worker writes a heartbeat into shared memory (see `arbiter`). Its value is
+//! the start time of the oldest request still running, or now when none is, so one request
+//! stuck for longer than `--timeout` gets the worker replaced, like a silent sync worker in
+//! gunicorn. Stopping is graceful: no more accepting, in-flight requests finish (answered with
+//! `Connection: close`), and a retiring worker (HUP, `--max-requests`) answers each idle
+//! keep-alive connection's next request before closing it, so clients see no failed request.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use pyo3::prelude::*;
+
+use crate::config::Settings;
+use crate::http::parse::parse_head;
+use crate::http::response::{error_response, simple_response};
+use crate::http::{Error, Framing, Head, HeadScanner, Limits, Status};
+use crate::log::{AccessEntry, AccessFormat};
+use crate::net::{ListenAddr, Listener};
+use crate::signals::{Signal, SignalPipe};
+use crate::sys::{self, Epoll, Event, Peer};
+use crate::wsgi::call::{self, App, Exchange};
+use crate::wsgi::environ::{Client, ThreadCache};
+use crate::wsgi::interpreter;
+
+/// Bodies up to this size are read before the app is called (unless the client asked for
+/// 100-continue): the app then never waits on the network for them.
+const PREBUFFER: u64 = 64 * 1024;
+/// Initial read buffer of a connection.
+const BUF_START: usize = 8 * 1024;
+/// How long a closing connection is drained so our last response is not destroyed by a reset.
+const LINGER_MS: u64 = 2_000;
+/// Most bytes drained while lingering.
+const LINGER_MAX: usize = 1 << 20;
+
+/// epoll tokens below this are not connections.
+const TOKEN_SIGNALS: u64 = 0;
+const TOKEN_LISTENER0: u64 = 1;
+const TOKEN_CONN0: u64 = 1 << 16;
+
+/// Heartbeat slot states, written by the worker and read by the arbiter.
+pub mod slot_state {
+    /// The app is loaded and the worker serves.
+    pub const BOOTED: u64 = 1;
+    /// The worker stopped accepting and will exit; the arbiter may start its replacement.
+    pub const RETIRING: u64 = 2;
+}
+
+/// What the worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Mode {
+    /// Accepting and serving.
+    Running = 0,
+    /// HUP or max-requests: no accepting; each kept-alive connection gets its next request
+    /// answered, then closes.
+    Retiring = 1,
+    /// TERM/INT: no accepting; idle connections close now, in-flight requests finish.
+    Stopping = 2,
+}
+
+/// Everything a worker is given by the arbiter.
+pub struct Setup<'a> {
+    /// The settings.
+    pub settings: &'a Settings,
+    /// The listening sockets, inherited across fork.
+    pub listeners: &'a [Listener],
+    /// This worker's heartbeat slot.
+    pub heartbeat: &'a AtomicU64,
+    /// This worker's state slot.
+    pub state: &'a AtomicU64,
+    /// The arbiter's pid: if our parent changes, the arbiter is gone and we exit.
+    pub ppid: sys::Pid,
+    /// The app, when `--preload` imported it before the fork.
+    pub preloaded: Option<Py<PyAny>>,
+    /// Requests before retiring (max-requests plus this worker's jitter); 0 = never.
+    pub max_requests: u64,
+}
+
+/// A client connection.
+struct Conn {
+    fd: OwnedFd,
+    listener: usize,
+    remote: String,
+    port: String,
+    buf: Vec<u8>,
+    scanner: HeadScanner,
+    head: Head,
+    /// Set once the head is complete (the body may still be arriving).
+    head_len: Option<usize>,
+    /// When this connection's current wait ends (ms, monotonic).
+    deadline: u64,
+    /// Registered with epoll at least once (then re-arm with MOD).
+    registered: bool,
+    /// Closing: we only read and discard until the client closes or `deadline`.
+    lingering: usize,
+    lingering_on: bool,
+    served: u64,
+}
+
+/// Where a connection goes after a thread is done with it.
+enum Next {
+    /// Wait for bytes until the deadline.
+    Park,
+    /// Close it now.
+    Close,
+}
+
+#[derive(Default)]
+struct Slot {
+    gen: u32,
+    used: bool,
+    conn: Option<Box<Conn>>,
+}
+
+/// The parked connections, indexed by epoll token.
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    open: usize,
+}
+
+impl Slab {
+    fn alloc(&mut self) -> (usize, u32) {
+        let idx = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot::default());
+            self.slots.len() - 1
+        });
+        let slot = &mut self.slots[idx];
+        slot.gen = slot.gen.wrapping_add(1);
+        slot.used = true;
+        self.open += 1;
+        (idx, slot.gen)
+    }
+
+    fn release(&mut self, idx: usize) {
+        let slot = &mut self.slots[idx];
+        if slot.used {
+            slot.used = false;
+            slot.conn = None;
+            self.free.push(idx);
+            self.open -= 1;
+        }
+    }
+}
+
+fn token(idx: usize, gen: u32) -> u64 {
+    TOKEN_CONN0 + ((u64::from(gen) << 32) | idx as u64)
+}
+
+fn untoken(token: u64) -> (usize, u32) {
+    let t = token - TOKEN_CONN0;
+    ((t & 0xffff_ffff) as usize, (t >> 32) as u32)
+}
+
+/// State shared by the worker's threads.
+struct Worker<'a> {
+    setup: &'a Setup<'a>,
+    epoll: Epoll,
+    signals: SignalPipe,
+    listeners: Vec<RawFd>,
+    slab: Mutex<Slab>,
+    app: App,
+    limits: Limits,
+    keepalive_ms: u64,
+    timeout_ms: u64,
+    max_conns: usize,
+    mode: AtomicU8,
+    /// When a graceful stop must end (ms, monotonic); 0 = not stopping.
+    stop_deadline: AtomicU64,
+    requests: AtomicU64,
+    /// Per thread: when its current request started (ms), 0 when idle.
+    busy: Vec<AtomicU64>,
+    next_sweep: AtomicU64,
+    /// Threads still running their loop.
+    running: AtomicUsize,
+    access: Option<AccessFormat>,
+}
+
+/// Runs a worker until it is told to stop; returns the exit status.
+pub fn run(setup: Setup<'_>) -> i32 {
+    let settings = setup.settings;
+    let signals = match SignalPipe::install(&[
+        Signal::Term,
+        Signal::Int,
+        Signal::Quit,
+        Signal::Hup,
+        Signal::Usr1,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::error!("Cannot install signal handlers: {e}");
+            return interpreter::WORKER_BOOT_ERROR;
+        }
+    };
+    for sig in [libc::SIGTTIN, libc::SIGTTOU, libc::SIGCHLD] {
+        let _ = sys::default_signal(sig);
+    }
+    let _ = sys::ignore_signal(libc::SIGPIPE);
+
+    // Drop privileges once the sockets are ours.
+    if let Some(gid) = settings.group {
+        if let Err(e) = sys::setgid(gid) {
+            crate::error!("Cannot switch to group {gid}: {e}");
+            return interpreter::WORKER_BOOT_ERROR;
+        }
+    }
+    if let Some(uid) = settings.user {
+        if let Err(e) = sys::setuid(uid) {
+            crate::error!("Cannot switch to user {uid}: {e}");
+            return interpreter::WORKER_BOOT_ERROR;
+        }
+    }
+
+    let addrs: Vec<ListenAddr> = setup.listeners.iter().map(|l| l.addr.clone()).collect();
+    let app = match &setup.preloaded {
+        Some(app) => Python::attach(|py| {
+            crate::wsgi::prepare_app(py, app.clone_ref(py), settings, &addrs)
+                .map_err(|e| interpreter::format_traceback(py, &e))
+        }),
+        None => {
+            if let Err(e) = interpreter::start(settings) {
+                crate::error!("{e}");
+                return interpreter::WORKER_BOOT_ERROR;
+            }
+            Python::attach(|py| crate::wsgi::load(py, settings, &addrs))
+        }
+    };
+    let app = match app {
+        Ok(app) => app,
+        Err(msg) => {
+            crate::log::write_raw(format!("{}\n", msg.trim_end()).as_bytes());
+            return interpreter::APP_LOAD_ERROR;
+        }
+    };
+
+    let epoll = match Epoll::new() {
+        Ok(e) => e,
+        Err(e) => {
+            crate::error!("Cannot create epoll: {e}");
+            return interpreter::WORKER_BOOT_ERROR;
+        }
+    };
+    let mut listeners = Vec::new();
+    for (i, l) in setup.listeners.iter().enumerate() {
+        let fd = l.as_raw_fd();
+        // EPOLLEXCLUSIVE: of all the workers waiting on this socket, wake one, not all.
+        let registered = sys::set_nonblocking(fd, true).and_then(|()| {
+            epoll.add(
+                fd,
+                (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+                TOKEN_LISTENER0 + i as u64,
+            )
+        });
+        if let Err(e) = registered {
+            crate::error!("Cannot watch listener {}: {e}", l.addr);
+            return interpreter::WORKER_BOOT_ERROR;
+        }
+        listeners.push(fd);
+    }
+    if let Err(e) = epoll.add(signals.fd(), libc::EPOLLIN as u32, TOKEN_SIGNALS) {
+        crate::error!("Cannot watch the signal pipe: {e}");
+        return interpreter::WORKER_BOOT_ERROR;
+    }
+
+    let threads = settings.threads.max(1);
+    let worker = Worker {
+        setup: &setup,
+        epoll,
+        signals,
+        listeners,
+        slab: Mutex::new(Slab::default()),
+        app,
+        limits: Limits {
+            request_line: settings.limit_request_line,
+            fields: settings.limit_request_fields,
+            field_size: settings.limit_request_field_size,
+            body: settings.limit_request_body,
+        },
+        keepalive_ms: settings.keepalive * 1000,
+        timeout_ms: if settings.timeout == 0 {
+            30_000
+        } else {
+            settings.timeout * 1000
+        },
+        max_conns: settings.worker_connections,
+        mode: AtomicU8::new(Mode::Running as u8),
+        stop_deadline: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        busy: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+        next_sweep: AtomicU64::new(0),
+        running: AtomicUsize::new(threads),
+        access: settings
+            .accesslog
+            .as_ref()
+            .map(|_| AccessFormat::compile(&settings.access_log_format)),
+    };
+    setup.state.store(slot_state::BOOTED, Ordering::Release);
+    worker.beat();
+
+    std::thread::scope(|scope| {
+        for id in 1..threads {
+            let w = &worker;
+            let spawned = std::thread::Builder::new()
+                .name(format!("minigun-{id}"))
+                .spawn_scoped(scope, move || w.thread_loop(id));
+            if let Err(e) = spawned {
+                crate::error!("Cannot start thread {id}: {e}");
+                worker.running.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        worker.thread_loop(0);
+    });
+    crate::info!("Worker exiting (pid: {})", sys::getpid());
+    // Give the app's atexit handlers their turn, as a Python process exiting normally would.
+    Python::attach(|py| {
+        let _ = py.run(
+            c"import atexit, sys\natexit._run_exitfuncs()\nsys.stdout.flush()\nsys.stderr.flush()",
+            None,
+            None,
+        );
+    });
+    0
+}
+
+impl Worker<'_> {
+    fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::Acquire) {
+            0 => Mode::Running,
+            1 => Mode::Retiring,
+            _ => Mode::Stopping,
+        }
+    }
+
+    /// Writes the heartbeat: the start of the oldest running request, or now.
+    fn beat(&self) {
+        let now = sys::monotonic_ms();
+        let oldest = self
+            .busy
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .filter(|&t| t != 0)
+            .min()
+            .unwrap_or(now);
+        self.setup
+            .heartbeat
+            .store(oldest.min(now), Ordering::Release);
+    }
+
+    /// Stops accepting and switches to `mode`.
+    fn begin_stop(&self, mode: Mode) {
+        let prev = self.mode.fetch_max(mode as u8, Ordering::AcqRel);
+        if prev >= mode as u8 {
+            return;
+        }
+        if prev == Mode::Running as u8 {
+            for &fd in &self.listeners {
+                let _ = self.epoll.delete(fd);
+            }
+            self.setup
+                .state
+                .store(slot_state::BOOTED | slot_state::RETIRING, Ordering::Release);
+            let graceful = self.setup.settings.graceful_timeout * 1000;
+            self.stop_deadline
+                .store(sys::monotonic_ms() + graceful, Ordering::Release);
+        }
+        if mode == Mode::Stopping {
+            self.close_idle();
+        }
+    }
+
+    /// Closes every parked connection that is between requests.
+    fn close_idle(&self) {
+        let mut closing = Vec::new();
+        if let Ok(mut slab) = self.slab.lock() {
+            for idx in 0..slab.slots.len() {
+                let idle = slab.slots[idx]
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.buf.is_empty() && c.head_len.is_none());
+                if idle {
+                    closing.extend(slab.slots[idx].conn.take());
+                    slab.release(idx);
+                }
+            }
+        }
+        drop(closing);
+    }
+
+    fn thread_loop(&self, id: usize) {
+        let mut cache = ThreadCache::default();
+        let mut events: Vec<Event> = Vec::with_capacity(64);
+        loop {
+            let mode = self.mode();
+            if mode != Mode::Running {
+                let open = self.slab.lock().map(|s| s.open).unwrap_or(0);
+                let deadline = self.stop_deadline.load(Ordering::Acquire);
+                if open == 0 || sys::monotonic_ms() >= deadline {
+                    break;
+                }
+            }
+            let timeout = if mode == Mode::Running { 1000 } else { 100 };
+            if let Err(e) = self.epoll.wait(&mut events, 64, timeout) {
+                crate::error!("epoll_wait failed: {e}");
+                break;
+            }
+            self.beat();
+            for ev in &events {
+                match ev.token {
+                    TOKEN_SIGNALS => self.handle_signals(),
+                    t if t < TOKEN_CONN0 => {
+                        self.accept((t - TOKEN_LISTENER0) as usize, id, &mut cache)
+                    }
+                    t => self.ready(t, id, &mut cache),
+                }
+            }
+            self.maybe_sweep();
+        }
+        self.running.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn handle_signals(&self) {
+        for sig in self.signals.drain() {
+            match sig {
+                Signal::Term | Signal::Int => self.begin_stop(Mode::Stopping),
+                Signal::Hup => self.begin_stop(Mode::Retiring),
+                Signal::Quit => {
+                    crate::info!("Worker exiting (pid: {})", sys::getpid());
+                    sys::exit_now(0);
+                }
+                Signal::Usr1 => crate::log::reopen(),
+                _ => {}
+            }
+        }
+    }
+
+    /// Accepts what is waiting on listener `idx`.
+    fn accept(&self, idx: usize, thread: usize, cache: &mut ThreadCache) {
+        if self.mode() != Mode::Running {
+            return;
+        }
+        let Some(&lfd) = self.listeners.get(idx) else {
+            return;
+        };
+        // A bounded batch, so one busy worker leaves some connections to the others.
+        for _ in 0..16 {
+            let (fd, peer) = match sys::accept(lfd) {
+                Ok(c) => c,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECONNABORTED) | Some(libc::EINTR)
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    // EMFILE and friends: log, and let the next loop pass try again.
+                    crate::error!("accept() failed: {e}");
+                    return;
+                }
+            };
+            let open = self.slab.lock().map(|s| s.open).unwrap_or(0);
+            if open >= self.max_conns {
+                crate::warning!("Too many connections ({open}); answering 503");
+                let _ = sys::write(
+                    fd.as_raw_fd(),
+                    &simple_response(
+                        503,
+                        "Service Unavailable",
+                        b"Service Unavailable: too many connections\n",
+                        true,
+                    ),
+                );
+                continue;
+            }
+            let (remote, port) = match peer {
+                Peer::Tcp(addr) => {
+                    let _ = sys::setsockopt_int(
+                        fd.as_raw_fd(),
+                        libc::IPPROTO_TCP,
+                        libc::TCP_NODELAY,
+                        1,
+                    );
+                    (
+                        addr.ip().to_canonical().to_string(),
+                        addr.port().to_string(),
+                    )
+                }
+                Peer::Unix => (String::new(), String::new()),
+            };
+            let conn = Box::new(Conn {
+                fd,
+                listener: idx,
+                remote,
+                port,
+                buf: Vec::with_capacity(BUF_START),
+                scanner: HeadScanner::default(),
+                head: Head::default(),
+                head_len: None,
+                deadline: sys::monotonic_ms() + self.timeout_ms,
+                registered: false,
+                lingering: 0,
+                lingering_on: false,
+                served: 0,
+            });
+            let (slot, gen) = match self.slab.lock() {
+                Ok(mut slab) => slab.alloc(),
+                Err(_) => return,
+            };
+            // Requests often arrive with the connection: try at once, saving an epoll round.
+            self.serve_conn(conn, slot, gen, thread, cache, true);
+        }
+    }
+
+    /// An epoll event for a connection.
+    fn ready(&self, token: u64, thread: usize, cache: &mut ThreadCache) {
+        let (idx, gen) = untoken(token);
+        let conn = match self.slab.lock() {
+            Ok(mut slab) => match slab.slots.get_mut(idx) {
+                Some(slot) if slot.used && slot.gen == gen => slot.conn.take(),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        if let Some(conn) = conn {
+            self.serve_conn(conn, idx, gen, thread, cache, false);
+        }
+    }
+
+    /// Drives a connection as far as it goes, then parks or closes it.
+    fn serve_conn(
+        &self,
+        mut conn: Box<Conn>,
+        idx: usize,
+        gen: u32,
+        thread: usize,
+        cache: &mut ThreadCache,
+        fresh: bool,
+    ) {
+        let next = if conn.lingering_on {
+            self.linger(&mut conn)
+        } else {
+            self.drive(&mut conn, thread, cache, fresh)
+        };
+        match next {
+            Next::Park => {
+                let events = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
+                let fd = conn.fd.as_raw_fd();
+                let armed = if conn.registered {
+                    self.epoll.modify(fd, events, token(idx, gen))
+                } else {
+                    conn.registered = true;
+                    self.epoll.add(fd, events, token(idx, gen))
+                };
+                match self.slab.lock() {
+                    Ok(mut slab) => {
+                        if armed.is_ok() {
+                            slab.slots[idx].conn = Some(conn);
+                        } else {
+                            slab.release(idx);
+                        }
+                    }
+                    Err(_) => drop(conn),
+                }
+                // A stop that began while we held this connection may have found it busy.
+                if self.mode() == Mode::Stopping {
+                    self.close_idle();
+                }
+            }
+            Next::Close => {
+                if let Ok(mut slab) = self.slab.lock() {
+                    slab.release(idx);
+                }
+                drop(conn);
+            }
+        }
+    }
+
+    /// Reads what is available into the connection buffer. `Ok(0)`: the client closed.
+    fn fill(&self, conn: &mut Conn, want: usize) -> io::Result<usize> {
+        let len = conn.buf.len();
+        conn.buf.reserve(want.max(4096));
+        let cap = conn.buf.capacity();
+        conn.buf.resize(cap, 0);
+        let result = sys::read(conn.fd.as_raw_fd(), &mut conn.buf[len..]);
+        conn.buf.truncate(len + *result.as_ref().unwrap_or(&0));
+        result
+    }
+
+    /// Serves requests on `conn` until it must wait for bytes or close.
+    fn drive(&self, conn: &mut Conn, thread: usize, cache: &mut ThreadCache, fresh: bool) -> Next {
+        let mut fresh = fresh;
+        loop {
+            // Phase 1: a complete head.
+            let head_len = match conn.head_len {
+                Some(len) => len,
+                None => {
+                    let scanned = if conn.buf.is_empty() {
+                        Ok(Status::Partial)
+                    } else {
+                        conn.scanner.scan(&conn.buf, &self.limits)
+                    };
+                    match scanned {
+                        Err(e) => return self.refuse(conn, e),
+                        Ok(Status::Partial) => {
+                            let was_idle = conn.buf.is_empty();
+                            if was_idle && conn.served > 0 && self.mode() == Mode::Stopping {
+                                return Next::Close;
+                            }
+                            match self.fill(conn, 0) {
+                                Ok(0) => return Next::Close,
+                                Ok(_) => {
+                                    if was_idle {
+                                        // The first byte of a request starts its clock.
+                                        conn.deadline = sys::monotonic_ms() + self.timeout_ms;
+                                    }
+                                    fresh = false;
+                                    continue;
+                                }
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                    if was_idle && !fresh {
+                                        conn.deadline =
+                                            sys::monotonic_ms() + self.keepalive_ms.max(1);
+                                    }
+                                    return Next::Park;
+                                }
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                                Err(_) => return Next::Close,
+                            }
+                        }
+                        Ok(Status::Complete(len)) => {
+                            if let Err(e) = parse_head(&conn.buf, len, &mut conn.head) {
+                                return self.refuse(conn, e);
+                            }
+                            if let Framing::Length(n) = conn.head.framing {
+                                if self.limits.body > 0 && n > self.limits.body {
+                                    return self.refuse(conn, Error::BodyTooLarge);
+                                }
+                            }
+                            conn.head_len = Some(len);
+                            len
+                        }
+                    }
+                }
+            };
+
+            // Phase 2: a small body, read here so the app never waits for it.
+            if let Framing::Length(n) = conn.head.framing {
+                let need = head_len + n as usize;
+                if n <= PREBUFFER && !conn.head.expect_continue && conn.buf.len() < need {
+                    match self.fill(conn, need - conn.buf.len()) {
+                        Ok(0) => return Next::Close,
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Park,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => return Next::Close,
+                    }
+                }
+            }
+
+            // Phase 3: the app.
+            let keep_alive = self.serve_request(conn, thread, cache);
+            if !keep_alive {
+                return self.close_gracefully(conn);
+            }
+            conn.head_len = None;
+            conn.scanner.reset();
+            if conn.buf.is_empty() {
+                if self.mode() == Mode::Stopping {
+                    return Next::Close;
+                }
+                if conn.buf.capacity() > 4 * BUF_START {
+                    conn.buf = Vec::with_capacity(BUF_START);
+                }
+                conn.deadline = sys::monotonic_ms() + self.keepalive_ms.max(1);
+                return Next::Park;
+            }
+            // Pipelined bytes are waiting: go round again.
+            conn.deadline = sys::monotonic_ms() + self.timeout_ms;
+        }
+    }
+
+    /// Calls the app for the parsed request; returns whether the connection stays open.
+    fn serve_request(&self, conn: &mut Conn, thread: usize, cache: &mut ThreadCache) -> bool {
+        let started = Instant::now();
+        self.busy[thread].store(sys::monotonic_ms().max(1), Ordering::Relaxed);
+        let may_keep_alive = self.keepalive_ms > 0 && self.mode() == Mode::Running;
+        let outcome = Python::attach(|py| {
+            call::serve(
+                py,
+                &self.app,
+                cache,
+                Exchange {
+                    fd: conn.fd.as_raw_fd(),
+                    client: Client {
+                        addr: &conn.remote,
+                        port: &conn.port,
+                        listener: conn.listener,
+                    },
+                    buf: &mut conn.buf,
+                    head: &conn.head,
+                    may_keep_alive,
+                },
+            )
+        });
+        self.busy[thread].store(0, Ordering::Relaxed);
+        self.beat();
+        conn.served += 1;
+        if let Some(format) = &self.access {
+            let buf = &conn.buf;
+            let head = &conn.head;
+            let line_end = head.line_end.min(buf.len());
+            let request_header = |name: &str| {
+                head.header(buf, name)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            };
+            let response_header = |name: &str| {
+                outcome
+                    .response_headers
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            };
+            format.log(&AccessEntry {
+                remote: if conn.remote.is_empty() {
+                    "-"
+                } else {
+                    &conn.remote
+                },
+                request_line: &buf[head.line_start.min(line_end)..line_end],
+                method: head.method.of(buf),
+                path: head.path.of(buf),
+                query: head.query.of(buf),
+                protocol: head.protocol(),
+                status: outcome.status,
+                body_bytes: outcome.body_bytes,
+                elapsed: started.elapsed(),
+                request_header: &request_header,
+                response_header: &response_header,
+            });
+        }
+        let consumed = outcome.consumed.min(conn.buf.len());
+        conn.buf.drain(..consumed);
+
+        let served = self.requests.fetch_add(1, Ordering::AcqRel) + 1;
+        let max = self.setup.max_requests;
+        if max > 0 && served == max {
+            crate::info!("Autorestarting worker after current request.");
+            self.begin_stop(Mode::Retiring);
+        }
+        outcome.keep_alive
+    }
+
+    /// Answers a request we refuse, then closes (after lingering).
+    fn refuse(&self, conn: &mut Conn, err: Error) -> Next {
+        let (code, _) = err.status();
+        if code == 408 {
+            crate::debug!("{err} from {}", conn.remote);
+        } else {
+            crate::info!(
+                "Invalid request from {}: {err}",
+                if conn.remote.is_empty() {
+                    "unix socket"
+                } else {
+                    &conn.remote
+                }
+            );
+        }
+        let _ = call_write(conn.fd.as_raw_fd(), &error_response(err));
+        if let Some(format) = &self.access {
+            let line_end = conn
+                .buf
+                .iter()
+                .position(|&b| b == b'\r')
+                .unwrap_or(0)
+                .min(200);
+            let no_header = |_: &str| None;
+            format.log(&AccessEntry {
+                remote: &conn.remote,
+                request_line: &conn.buf[..line_end],
+                method: b"-",
+                path: b"-",
+                query: b"",
+                protocol: "-",
+                status: code,
+                body_bytes: 0,
+                elapsed: std::time::Duration::ZERO,
+                request_header: &no_header,
+                response_header: &no_header,
+            });
+        }
+        self.close_gracefully(conn)
+    }
+
+    /// Closes our side for writing and drains what the client still sends for a moment, so a
+    /// response we just wrote is not destroyed by a reset (RFC 9112 §9.6).
+    fn close_gracefully(&self, conn: &mut Conn) -> Next {
+        sys::shutdown_write(conn.fd.as_raw_fd());
+        conn.lingering_on = true;
+        conn.buf.clear();
+        conn.deadline = sys::monotonic_ms() + LINGER_MS;
+        self.linger(conn)
+    }
+
+    fn linger(&self, conn: &mut Conn) -> Next {
+        let mut scratch = [0u8; 4096];
+        loop {
+            match sys::read(conn.fd.as_raw_fd(), &mut scratch) {
+                Ok(0) => return Next::Close,
+                Ok(n) => {
+                    conn.lingering += n;
+                    if conn.lingering > LINGER_MAX {
+                        return Next::Close;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Park,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Next::Close,
+            }
+        }
+    }
+
+    /// Once a second: close connections past their deadline; check on the arbiter.
+    fn maybe_sweep(&self) {
+        let now = sys::monotonic_ms();
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        if now < due
+            || self
+                .next_sweep
+                .compare_exchange(due, now + 1000, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        if sys::getppid() != self.setup.ppid {
+            crate::info!("Parent changed, shutting down: worker {}", sys::getpid());
+            sys::exit_now(0);
+        }
+        let mut expired = Vec::new();
+        if let Ok(mut slab) = self.slab.lock() {
+            for idx in 0..slab.slots.len() {
+                let past = slab.slots[idx]
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.deadline <= now);
+                if past {
+                    expired.extend(slab.slots[idx].conn.take());
+                    slab.release(idx);
+                }
+            }
+        }
+        for conn in expired {
+            let mid_request =
+                !conn.lingering_on && (!conn.buf.is_empty() || conn.head_len.is_some());
+            if mid_request {
+                crate::debug!("Request from {} timed out", conn.remote);
+                let _ = call_write(conn.fd.as_raw_fd(), &error_response(Error::Timeout));
+            }
+        }
+    }
+}
+
+/// A best-effort write of a short response on a non-blocking socket.
+fn call_write(fd: RawFd, data: &[u8]) -> io::Result<()> {
+    crate::wsgi::input::write_all_blocking(fd, data, 1000)
+}

@@ -1,0 +1,291 @@
+//! The `environ` dict (PEP 3333 §"environ Variables").
+//!
+//! Most keys are the same for every request on a listener (`wsgi.version`, `SERVER_SOFTWARE`,
+//! `wsgi.errors`, …). They live in a template dict made once; each request starts from a copy
+//! of it (`PyDict_Copy` copies the hash table wholesale) and sets only the keys that change.
+//! Key strings are interned, and the `HTTP_*` key of each header name is computed once per
+//! thread and cached.
+//!
+//! Strings are "native strings" in PEP 3333's sense: the raw bytes decoded as latin-1, so
+//! every byte value survives and frameworks can re-encode as they see fit.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use pyo3::{ffi, intern};
+
+use crate::http::parse::percent_decode;
+use crate::http::{Framing, Head};
+use crate::net::ListenAddr;
+
+/// Header-name → `HTTP_*` key strings cached per thread; bounded so a client sending random
+/// header names cannot grow it without end.
+const MAX_CACHED_KEYS: usize = 512;
+
+/// Decodes bytes as latin-1 into a Python `str` (every byte maps to the code point of the same
+/// value, so nothing is lost or rejected).
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    // SAFETY: the pointer and length describe `bytes`, which outlives the call; latin-1
+    // decoding cannot fail for any input except on memory exhaustion, which we treat as fatal
+    // below (pyo3 raises a PanicException rather than handing out a null pointer).
+    unsafe {
+        let ptr = ffi::PyUnicode_DecodeLatin1(
+            bytes.as_ptr().cast(),
+            bytes.len() as ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
+        Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
+    }
+}
+
+/// Per-worker parts of the environ that never change.
+pub struct Templates {
+    /// One template dict per listener (SERVER_NAME/SERVER_PORT differ).
+    pub dicts: Vec<Py<PyDict>>,
+    /// `SCRIPT_NAME` from the environment (mount point behind a proxy), as gunicorn reads it.
+    pub script_name: Vec<u8>,
+    /// Peers trusted to say the original scheme (`--forwarded-allow-ips`).
+    pub forwarded: Forwarded,
+}
+
+/// Which peers may set `wsgi.url_scheme` through `X-Forwarded-Proto` and friends.
+pub enum Forwarded {
+    /// `*`: any peer.
+    Anyone,
+    /// These addresses only.
+    Only(Vec<IpAddr>),
+}
+
+impl Forwarded {
+    /// Parses `--forwarded-allow-ips`.
+    pub fn new(list: &[String]) -> Forwarded {
+        if list.iter().any(|s| s == "*") {
+            return Forwarded::Anyone;
+        }
+        Forwarded::Only(list.iter().filter_map(|s| s.parse().ok()).collect())
+    }
+
+    fn trusts(&self, remote: &str) -> bool {
+        match self {
+            Forwarded::Anyone => true,
+            Forwarded::Only(ips) => remote
+                .parse::<IpAddr>()
+                .map(|ip| ips.contains(&ip) || ips.contains(&ip.to_canonical()))
+                .unwrap_or(false),
+        }
+    }
+}
+
+impl Templates {
+    /// Builds the template dicts.
+    pub fn new(
+        py: Python<'_>,
+        listeners: &[ListenAddr],
+        settings: &crate::config::Settings,
+        file_wrapper: &Bound<'_, PyAny>,
+    ) -> PyResult<Templates> {
+        let errors = Bound::new(py, super::response::ErrorStream)?;
+        let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
+        let mut dicts = Vec::new();
+        for addr in listeners {
+            let d = PyDict::new(py);
+            d.set_item("wsgi.version", (1, 0))?;
+            d.set_item("wsgi.url_scheme", "http")?;
+            d.set_item("wsgi.errors", &errors)?;
+            d.set_item("wsgi.multithread", settings.threads > 1)?;
+            d.set_item("wsgi.multiprocess", settings.workers > 1)?;
+            d.set_item("wsgi.run_once", false)?;
+            d.set_item("wsgi.input_terminated", true)?;
+            d.set_item("wsgi.file_wrapper", file_wrapper)?;
+            d.set_item(
+                "SERVER_SOFTWARE",
+                format!("minigun/{}", env!("CARGO_PKG_VERSION")),
+            )?;
+            d.set_item("SCRIPT_NAME", &script_name)?;
+            let (name, port) = match addr {
+                ListenAddr::Tcp(a) => (a.ip().to_string(), a.port().to_string()),
+                ListenAddr::Unix(_) => ("localhost".to_owned(), String::new()),
+            };
+            d.set_item("SERVER_NAME", name)?;
+            d.set_item("SERVER_PORT", port)?;
+            d.set_item("QUERY_STRING", "")?;
+            dicts.push(d.unbind());
+        }
+        Ok(Templates {
+            dicts,
+            script_name: script_name.into_bytes(),
+            forwarded: Forwarded::new(&settings.forwarded_allow_ips),
+        })
+    }
+}
+
+/// Per-thread scratch space and caches.
+#[derive(Default)]
+pub struct ThreadCache {
+    keys: HashMap<Vec<u8>, Py<PyString>>,
+    path: Vec<u8>,
+}
+
+/// The connection facts the environ needs.
+pub struct Client<'a> {
+    /// `REMOTE_ADDR` (empty for unix sockets, as gunicorn does).
+    pub addr: &'a str,
+    /// `REMOTE_PORT`, if any.
+    pub port: &'a str,
+    /// Which listener accepted the connection.
+    pub listener: usize,
+}
+
+/// Builds the environ for one request, all but `wsgi.input`.
+pub fn build<'py>(
+    py: Python<'py>,
+    templates: &Templates,
+    cache: &mut ThreadCache,
+    client: &Client<'_>,
+    buf: &[u8],
+    head: &Head,
+) -> PyResult<Bound<'py, PyDict>> {
+    let env = templates.dicts[client.listener].bind(py).copy()?;
+    env.set_item(
+        intern!(py, "REQUEST_METHOD"),
+        method(py, head.method.of(buf)),
+    )?;
+    env.set_item(
+        intern!(py, "SERVER_PROTOCOL"),
+        if head.minor == 0 {
+            intern!(py, "HTTP/1.0")
+        } else {
+            intern!(py, "HTTP/1.1")
+        },
+    )?;
+    // PATH_INFO is the decoded path, minus SCRIPT_NAME when the path lies under it.
+    percent_decode(head.path.of(buf), &mut cache.path);
+    let mut path: &[u8] = &cache.path;
+    let script = &templates.script_name;
+    if !script.is_empty()
+        && path.starts_with(script)
+        && matches!(path.get(script.len()), None | Some(b'/'))
+    {
+        path = &path[script.len()..];
+    }
+    env.set_item(intern!(py, "PATH_INFO"), latin1(py, path))?;
+    if !head.query.is_empty() {
+        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, head.query.of(buf)))?;
+    }
+    env.set_item(intern!(py, "RAW_URI"), latin1(py, head.target.of(buf)))?;
+    env.set_item(intern!(py, "REMOTE_ADDR"), client.addr)?;
+    if !client.port.is_empty() {
+        env.set_item(intern!(py, "REMOTE_PORT"), client.port)?;
+    }
+    if let Some(host) = head.host {
+        let host = host.of(buf);
+        // `Host: name:port`; an IPv6 literal keeps its brackets in SERVER_NAME.
+        let (name, port) = match host.iter().rposition(|&b| b == b':') {
+            Some(i) if !host[i..].contains(&b']') => (&host[..i], Some(&host[i + 1..])),
+            _ => (host, None),
+        };
+        if !name.is_empty() {
+            env.set_item(intern!(py, "SERVER_NAME"), latin1(py, name))?;
+            let port: &[u8] = match port {
+                Some(p) => p,
+                None => b"80",
+            };
+            env.set_item(intern!(py, "SERVER_PORT"), latin1(py, port))?;
+        }
+    }
+
+    let mut secure = false;
+    let trusted = templates.forwarded.trusts(client.addr);
+    for h in &head.headers {
+        let name = h.name.of(buf);
+        let value = h.value.of(buf);
+        // A `_` in a name would make `X_Forwarded_For` indistinguishable from
+        // `X-Forwarded-For` once both become HTTP_X_FORWARDED_FOR: drop such headers.
+        if name.contains(&b'_') {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-type") {
+            env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, value))?;
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if let Framing::Length(n) = head.framing {
+                env.set_item(intern!(py, "CONTENT_LENGTH"), n.to_string())?;
+            } else if head.framing == Framing::None {
+                env.set_item(intern!(py, "CONTENT_LENGTH"), "0")?;
+            }
+            continue;
+        }
+        if trusted && is_secure_scheme_header(name, value) {
+            secure = true;
+        }
+        let key = header_key(py, cache, name);
+        let value = latin1(py, value);
+        match env.get_item(&key)? {
+            Some(old) => {
+                let sep = if name.eq_ignore_ascii_case(b"cookie") {
+                    "; "
+                } else {
+                    ", "
+                };
+                let joined = format!(
+                    "{}{sep}{}",
+                    old.cast::<PyString>()?.to_cow()?,
+                    value.to_cow()?
+                );
+                env.set_item(key, joined)?;
+            }
+            None => env.set_item(key, value)?,
+        }
+    }
+    if secure {
+        env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
+    }
+    Ok(env)
+}
+
+/// gunicorn's default `secure_scheme_headers`.
+fn is_secure_scheme_header(name: &[u8], value: &[u8]) -> bool {
+    (name.eq_ignore_ascii_case(b"x-forwarded-proto") && value.eq_ignore_ascii_case(b"https"))
+        || (name.eq_ignore_ascii_case(b"x-forwarded-ssl") && value.eq_ignore_ascii_case(b"on"))
+        || (name.eq_ignore_ascii_case(b"x-forwarded-protocol")
+            && value.eq_ignore_ascii_case(b"ssl"))
+}
+
+/// The method as a Python string; the common ones are interned.
+fn method<'py>(py: Python<'py>, m: &[u8]) -> Bound<'py, PyString> {
+    match m {
+        b"GET" => intern!(py, "GET").clone(),
+        b"POST" => intern!(py, "POST").clone(),
+        b"HEAD" => intern!(py, "HEAD").clone(),
+        b"PUT" => intern!(py, "PUT").clone(),
+        b"DELETE" => intern!(py, "DELETE").clone(),
+        b"OPTIONS" => intern!(py, "OPTIONS").clone(),
+        b"PATCH" => intern!(py, "PATCH").clone(),
+        other => latin1(py, other),
+    }
+}
+
+/// `HTTP_` + the name upper-cased with `-` as `_`, from the per-thread cache.
+fn header_key<'py>(py: Python<'py>, cache: &mut ThreadCache, name: &[u8]) -> Bound<'py, PyString> {
+    if let Some(key) = cache.keys.get(name) {
+        return key.bind(py).clone();
+    }
+    let mut key = Vec::with_capacity(5 + name.len());
+    key.extend_from_slice(b"HTTP_");
+    key.extend(name.iter().map(|&b| {
+        if b == b'-' {
+            b'_'
+        } else {
+            b.to_ascii_uppercase()
+        }
+    }));
+    // Header names are tokens: ASCII, so latin-1 and UTF-8 agree.
+    let s = PyString::intern(py, &String::from_utf8_lossy(&key));
+    if cache.keys.len() < MAX_CACHED_KEYS {
+        cache.keys.insert(name.to_vec(), s.clone().unbind());
+    }
+    s
+}

@@ -1,0 +1,595 @@
+//! `start_response`, `write`, and writing the response to the socket.
+//!
+//! PEP 3333 splits a response in two: `start_response(status, headers)` records the head, and
+//! the first non-empty body chunk (or the end of the body) sends it. [`Writer`] holds that state
+//! for one request. It checks the status and headers the moment the app hands them over —
+//! CR, LF or characters outside latin-1 raise `ValueError` in the app, so a bad header can never
+//! reach the wire — and chooses the framing when the head is sent (RFC 9112 §6.3):
+//!
+//! * the app's `Content-Length`, kept (and enforced: a body that runs short closes the
+//!   connection, so the client sees an error rather than a response that claims to be whole);
+//! * a length we know because the app returned a list, so no chunking is needed;
+//! * chunked on HTTP/1.1 when the length is unknown;
+//! * close-delimited on HTTP/1.0.
+//!
+//! HEAD responses and 1xx/204/304 carry no body (RFC 9110 §6.4.1). The head and the first chunk
+//! go out in one `writev`, with the GIL released.
+
+use std::io::{self, IoSlice};
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+
+use crate::http::parse::is_token;
+use crate::http::response::{push_chunk_size, push_date_and_server, push_decimal, LAST_CHUNK};
+use crate::sys;
+
+/// How the body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// Not decided yet: the head has not been sent.
+    Undecided,
+    /// No body may be sent (HEAD, 1xx, 204, 304).
+    NoBody,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Ends when the connection closes (HTTP/1.0, unknown length).
+    Close,
+}
+
+/// The state of one response.
+pub struct Writer {
+    fd: RawFd,
+    /// HTTP/1.0 (0) or 1.1 (1).
+    minor: u8,
+    /// The request was HEAD.
+    is_head: bool,
+    /// Whether the connection may stay open after this response (request and server agree).
+    pub keep_alive: bool,
+    timeout_ms: i32,
+    /// `start_response` was called (and not superseded by an error).
+    pub started: bool,
+    /// The head is on the wire; the status can no longer change.
+    pub headers_sent: bool,
+    /// The status code given by the app.
+    pub status: u16,
+    /// `HTTP/1.1 200 OK\r\n` followed by the app's checked headers.
+    head: Vec<u8>,
+    /// The app's Content-Length, if any.
+    content_length: Option<u64>,
+    /// Body bytes sent (after framing decided).
+    pub body_sent: u64,
+    /// The chosen framing.
+    pub framing: BodyFraming,
+    /// The client went away or a write failed: stop producing output.
+    pub broken: bool,
+    /// Response header names and values, kept only when the access log asks for them.
+    pub keep_headers: bool,
+    /// The app's headers as (lower-case name, value), for `%({x}o)s`.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Writer {
+    /// A writer for a response on `fd`.
+    pub fn new(fd: RawFd, minor: u8, is_head: bool, keep_alive: bool, timeout_ms: i32) -> Writer {
+        Writer {
+            fd,
+            minor,
+            is_head,
+            keep_alive,
+            timeout_ms,
+            started: false,
+            headers_sent: false,
+            status: 0,
+            head: Vec::with_capacity(256),
+            content_length: None,
+            body_sent: 0,
+            framing: BodyFraming::Undecided,
+            broken: false,
+            keep_headers: false,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The client socket.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// The Content-Length the app announced.
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+
+    /// Records `start_response(status, headers)` after checking both.
+    pub fn start(&mut self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        let status = status
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("status must be a str"))?;
+        let status = status.to_cow()?;
+        let code = check_status(&status)?;
+        let mut head = Vec::with_capacity(256);
+        head.extend_from_slice(b"HTTP/1.1 ");
+        head.extend_from_slice(status.as_bytes());
+        if status.len() == 3 {
+            head.push(b' ');
+        }
+        head.extend_from_slice(b"\r\n");
+        let mut content_length = None;
+        let mut app_close = false;
+        let mut kept = Vec::new();
+        for item in headers
+            .try_iter()
+            .map_err(|_| PyTypeError::new_err("headers must be a list of (name, value) tuples"))?
+        {
+            let item = item?;
+            let pair = item
+                .cast::<PyTuple>()
+                .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
+            if pair.len() != 2 {
+                return Err(PyTypeError::new_err(
+                    "each header must be a (name, value) tuple",
+                ));
+            }
+            let name = pair.get_item(0)?;
+            let value = pair.get_item(1)?;
+            let name = name
+                .cast::<PyString>()
+                .map_err(|_| PyTypeError::new_err("header names must be str"))?
+                .to_cow()?;
+            let value = value
+                .cast::<PyString>()
+                .map_err(|_| {
+                    PyTypeError::new_err(format!("value of header {name:?} must be a str"))
+                })?
+                .to_cow()?;
+            if name.is_empty() || !name.bytes().all(is_token) {
+                return Err(PyValueError::new_err(format!(
+                    "invalid header name {name:?}"
+                )));
+            }
+            let value_bytes = latin1(&value).ok_or_else(|| {
+                PyValueError::new_err(format!("header {name:?} has a value that is not latin-1 or contains control characters"))
+            })?;
+            // Hop-by-hop headers belong to the server (PEP 3333 §"Other HTTP Features"); the
+            // one wish we honour is `Connection: close`.
+            if name.eq_ignore_ascii_case("connection") {
+                app_close |= value
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("close"));
+                continue;
+            }
+            if name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("keep-alive")
+            {
+                continue;
+            }
+            if name.eq_ignore_ascii_case("content-length") {
+                let n = value.trim().parse::<u64>().map_err(|_| {
+                    PyValueError::new_err(format!("invalid Content-Length {value:?}"))
+                })?;
+                content_length = Some(n);
+                continue;
+            }
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(&value_bytes);
+            head.extend_from_slice(b"\r\n");
+            if self.keep_headers {
+                kept.push((name.to_ascii_lowercase(), value.into_owned()));
+            }
+        }
+        self.head = head;
+        self.status = code;
+        self.content_length = content_length;
+        if app_close {
+            self.keep_alive = false;
+        }
+        self.headers = kept;
+        self.started = true;
+        Ok(())
+    }
+
+    /// True when this status or method forbids a body.
+    fn body_forbidden(&self) -> bool {
+        self.is_head || self.status < 200 || self.status == 204 || self.status == 304
+    }
+
+    /// Finishes the head: framing headers, Date, Server, Connection.
+    ///
+    /// A HEAD response gets the framing headers a GET would get (RFC 9110 §9.3.2), but no body.
+    fn finish_head(&mut self, known_length: Option<u64>) {
+        let length = self.content_length.or(known_length);
+        self.framing = if self.body_forbidden() {
+            BodyFraming::NoBody
+        } else if let Some(n) = length {
+            BodyFraming::Length(n)
+        } else if self.minor >= 1 {
+            BodyFraming::Chunked
+        } else {
+            self.keep_alive = false;
+            BodyFraming::Close
+        };
+        let head = &mut self.head;
+        // RFC 9110 §8.6: no Content-Length in 1xx and 204 responses.
+        if self.status >= 200 && self.status != 204 {
+            if let Some(n) = length {
+                head.extend_from_slice(b"Content-Length: ");
+                push_decimal(head, n);
+                head.extend_from_slice(b"\r\n");
+            } else if self.minor >= 1 && self.status != 304 {
+                head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            }
+        }
+        push_date_and_server(head);
+        if !self.keep_alive {
+            if self.minor >= 1 {
+                head.extend_from_slice(b"Connection: close\r\n");
+            }
+        } else if self.minor == 0 {
+            head.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+    }
+
+    /// Sends the head (if not sent yet) and `data`, framed. `known_length` is the whole body's
+    /// length when the caller knows it before the head goes out.
+    pub fn send(
+        &mut self,
+        py: Python<'_>,
+        data: &[u8],
+        known_length: Option<u64>,
+    ) -> io::Result<()> {
+        if self.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let mut prefix: Vec<u8> = Vec::new();
+        let first = !self.headers_sent;
+        if first {
+            self.finish_head(known_length);
+            prefix = std::mem::take(&mut self.head);
+            self.headers_sent = true;
+        }
+        let body: &[u8] = match self.framing {
+            BodyFraming::NoBody | BodyFraming::Undecided => &[],
+            BodyFraming::Length(n) => {
+                let room = n.saturating_sub(self.body_sent);
+                // An app that sends more than it announced would corrupt the next response on
+                // this connection: cut the excess and close afterwards.
+                if (data.len() as u64) > room {
+                    self.keep_alive = false;
+                    &data[..room as usize]
+                } else {
+                    data
+                }
+            }
+            BodyFraming::Chunked | BodyFraming::Close => data,
+        };
+        let mut chunk_head = Vec::new();
+        let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(4);
+        if !prefix.is_empty() {
+            iov.push(IoSlice::new(&prefix));
+        }
+        if self.framing == BodyFraming::Chunked && !body.is_empty() {
+            push_chunk_size(&mut chunk_head, body.len());
+            iov.push(IoSlice::new(&chunk_head));
+            iov.push(IoSlice::new(body));
+            iov.push(IoSlice::new(b"\r\n"));
+        } else if !body.is_empty() {
+            iov.push(IoSlice::new(body));
+        }
+        if iov.is_empty() {
+            return Ok(());
+        }
+        let fd = self.fd;
+        let timeout = self.timeout_ms;
+        let result = py.detach(|| writev_all(fd, &mut iov, timeout));
+        match result {
+            Ok(()) => {
+                self.body_sent += body.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = true;
+                self.keep_alive = false;
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the body: the last chunk for chunked framing; checks a Content-Length was met.
+    /// Returns false when the response could not be completed (the connection must close).
+    pub fn finish(&mut self, py: Python<'_>) -> bool {
+        if self.broken {
+            return false;
+        }
+        if !self.headers_sent && self.send(py, &[], Some(0)).is_err() {
+            return false;
+        }
+        match self.framing {
+            BodyFraming::Chunked => {
+                let fd = self.fd;
+                let timeout = self.timeout_ms;
+                if py
+                    .detach(|| crate::wsgi::input::write_all_blocking(fd, LAST_CHUNK, timeout))
+                    .is_err()
+                {
+                    self.broken = true;
+                    return false;
+                }
+                true
+            }
+            BodyFraming::Length(n) if self.body_sent < n => {
+                crate::error!(
+                    "Response body shorter than its Content-Length ({} of {n} bytes); closing the connection",
+                    self.body_sent
+                );
+                self.broken = true;
+                self.keep_alive = false;
+                false
+            }
+            BodyFraming::Close => {
+                self.keep_alive = false;
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// Sends the body of a regular file with sendfile(2): `count` bytes from `offset`.
+    pub fn send_file(
+        &mut self,
+        py: Python<'_>,
+        file_fd: RawFd,
+        mut offset: i64,
+        count: u64,
+    ) -> io::Result<()> {
+        self.send(py, &[], Some(count))?;
+        if self.framing != BodyFraming::Length(count) {
+            // Framing forced otherwise (HEAD, 204, or an app Content-Length that differs): let
+            // the caller fall back to reading the file.
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        let fd = self.fd;
+        let timeout = self.timeout_ms;
+        let mut left = count;
+        let result = py.detach(|| {
+            while left > 0 {
+                match sys::sendfile(fd, file_fd, &mut offset, left.min(1 << 30) as usize) {
+                    Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                    Ok(n) => left -= n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if !sys::poll_one(fd, sys::Ready::Write, timeout)? {
+                            return Err(io::ErrorKind::TimedOut.into());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        });
+        self.body_sent += count - left;
+        if result.is_err() {
+            self.broken = true;
+            self.keep_alive = false;
+        }
+        result
+    }
+}
+
+/// Writes every slice, resuming after partial writes and waiting when the socket is full.
+fn writev_all(fd: RawFd, iov: &mut [IoSlice<'_>], timeout_ms: i32) -> io::Result<()> {
+    let mut slices: &mut [IoSlice<'_>] = iov;
+    while !slices.is_empty() {
+        match sys::writev(fd, slices) {
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !sys::poll_one(fd, sys::Ready::Write, timeout_ms)? {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Checks a status line given by the app (`"200 OK"`): three digits, then a space and a reason
+/// phrase without control characters (RFC 9112 §4). Returns the code.
+fn check_status(status: &str) -> PyResult<u16> {
+    let bytes = status.as_bytes();
+    let digits_ok = bytes.len() >= 3 && bytes[..3].iter().all(u8::is_ascii_digit);
+    let rest_ok = bytes.len() == 3
+        || (bytes[3] == b' '
+            && status[4..].chars().all(|c| {
+                c == '\t' || (' '..='~').contains(&c) || ('\u{80}'..='\u{ff}').contains(&c)
+            }));
+    if !digits_ok || !rest_ok || bytes[0] == b'0' {
+        return Err(PyValueError::new_err(format!("invalid status {status:?}")));
+    }
+    Ok(status[..3].parse().unwrap_or(500))
+}
+
+/// Encodes a header value as latin-1, refusing characters above U+00FF and control characters
+/// (CR and LF above all: they would let the app, or a client echoed by it, inject headers).
+fn latin1(value: &str) -> Option<Vec<u8>> {
+    value
+        .chars()
+        .map(|c| {
+            let n = c as u32;
+            if n > 0xff || (n < 0x20 && c != '\t') || n == 0x7f {
+                None
+            } else {
+                Some(n as u8)
+            }
+        })
+        .collect()
+}
+
+/// The `start_response` callable handed to the app.
+#[pyclass(module = "minigun", frozen)]
+pub struct StartResponse {
+    /// The response state, shared with the worker that sends the body.
+    pub writer: Mutex<Writer>,
+}
+
+impl StartResponse {
+    /// Locks the writer; a poisoned lock means an earlier panic, reported as a Python error.
+    pub fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, Writer>> {
+        self.writer
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("response state is unusable after an error"))
+    }
+}
+
+#[pymethods]
+impl StartResponse {
+    /// `start_response(status, response_headers, exc_info=None)` → `write`.
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let mut w = this.lock()?;
+            if let Some(info) = exc_info {
+                if w.headers_sent {
+                    // PEP 3333: too late to change the status; re-raise the app's error.
+                    drop(w);
+                    let value = info.get_item(1)?;
+                    let tb = info.get_item(2)?;
+                    let err = PyErr::from_value(value.clone());
+                    if !tb.is_none() {
+                        let _ = value.call_method1("with_traceback", (tb,));
+                    }
+                    return Err(err);
+                }
+            } else if w.started {
+                return Err(PyRuntimeError::new_err(
+                    "start_response() called a second time without exc_info",
+                ));
+            }
+            w.start(status, headers)?;
+        }
+        slf.getattr(pyo3::intern!(py, "write"))
+    }
+
+    /// The legacy `write(data)` callable (PEP 3333 §"The write() Callable").
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("write() argument must be bytes"))?;
+        let mut w = self.lock()?;
+        if !w.started {
+            return Err(PyRuntimeError::new_err(
+                "write() called before start_response()",
+            ));
+        }
+        w.send(py, bytes.as_bytes(), None)
+            .map_err(|e| PyOSError::new_err(format!("client disconnected: {e}")))
+    }
+}
+
+/// `wsgi.file_wrapper` (PEP 3333 §"Optional Platform-Specific File Handling"): iterable over
+/// blocks of a file-like object; when the object is a real file, the worker sends it with
+/// sendfile(2) instead of iterating.
+#[pyclass(module = "minigun", frozen)]
+pub struct FileWrapper {
+    /// The file-like object.
+    pub filelike: Py<PyAny>,
+    /// Block size for iteration.
+    pub blksize: usize,
+}
+
+#[pymethods]
+impl FileWrapper {
+    #[new]
+    #[pyo3(signature = (filelike, blksize=8192))]
+    fn new(filelike: Py<PyAny>, blksize: usize) -> FileWrapper {
+        FileWrapper {
+            filelike,
+            blksize: blksize.max(1),
+        }
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let block = self
+            .filelike
+            .bind(py)
+            .call_method1("read", (self.blksize,))?;
+        let empty = block.len().map(|n| n == 0).unwrap_or(true);
+        Ok((!empty).then_some(block))
+    }
+
+    /// Closes the file-like object, if it can be closed.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let f = self.filelike.bind(py);
+        if f.hasattr("close")? {
+            f.call_method0("close")?;
+        }
+        Ok(())
+    }
+}
+
+/// `wsgi.errors`: text written here goes to the error log.
+#[pyclass(module = "minigun", frozen)]
+pub struct ErrorStream;
+
+#[pymethods]
+impl ErrorStream {
+    fn write(&self, s: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let text = if let Ok(b) = s.cast::<PyBytes>() {
+            b.as_bytes().to_vec()
+        } else {
+            s.str()?.to_cow()?.as_bytes().to_vec()
+        };
+        crate::log::write_raw(&text);
+        Ok(text.len())
+    }
+
+    fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        for line in lines.try_iter()? {
+            self.write(&line?)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_status_lines() {
+        assert_eq!(check_status("200 OK").ok(), Some(200));
+        assert_eq!(check_status("404").ok(), Some(404));
+        assert!(check_status("200 OK\r\nX: y").is_err());
+        assert!(check_status("20 OK").is_err());
+        assert!(check_status("OK 200").is_err());
+    }
+
+    #[test]
+    fn refuses_header_injection() {
+        assert_eq!(latin1("caf\u{e9}"), Some(b"caf\xe9".to_vec()));
+        assert_eq!(latin1("a\r\nSet-Cookie: x"), None);
+        assert_eq!(latin1("\u{20ac}"), None);
+    }
+}
