@@ -18,16 +18,16 @@
 //! - Chunked request bodies are refused with 501; minigun's `http/body.rs` decodes them.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod arbiter;
 mod sys;
 mod wsgi;
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::ExitStatusExt;
 use std::process::ExitCode;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Largest request head we buffer; a bigger one gets 431.
 const MAX_HEAD: usize = 8 * 1024;
@@ -35,8 +35,6 @@ const MAX_HEAD: usize = 8 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
 /// How long a read may stall, mid-request (408) or before the first byte (quiet close).
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the master waits for workers to finish their requests before it kills them.
-const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Exit code of a worker that could not load the app (gunicorn's APP_LOAD_ERROR): the master
 /// stops instead of forking new workers that would fail the same way, forever.
 const APP_LOAD_ERROR: u8 = 4;
@@ -134,7 +132,7 @@ fn main() -> ExitCode {
     println!("Listening on http://{local}");
     let _ = io::stdout().flush();
     // The master never starts Python: each worker does, after the fork (see `run_worker`).
-    let mut arbiter = Arbiter::new(listener, config.app, config.workers);
+    let mut arbiter = arbiter::Arbiter::new(listener, config.app, config.workers);
     match arbiter.run() {
         Ok(code) => code,
         Err(e) => {
@@ -145,134 +143,10 @@ fn main() -> ExitCode {
 }
 // ANCHOR_END: main
 
-// ANCHOR: arbiter
-/// The master process. It never runs Python or accepts a client: it keeps `size` workers
-/// alive and turns signals into actions, like gunicorn's `Arbiter`.
-struct Arbiter {
-    /// Bound once, before any fork, so every worker inherits the same listening socket.
-    listener: TcpListener,
-    /// The `module:app` each worker loads after its fork.
-    app: String,
-    /// How many workers to keep running.
-    size: usize,
-    /// Pids of the workers we forked and have not reaped yet.
-    workers: Vec<libc::pid_t>,
-    /// Set by the first TERM or INT: the moment we stop waiting and kill what is left.
-    stopping: Option<Instant>,
-    /// What the master exits with: 0, or APP_LOAD_ERROR when workers could not load the app.
-    exit_code: u8,
-}
-// ANCHOR_END: arbiter
-
-impl Arbiter {
-    fn new(listener: TcpListener, app: String, size: usize) -> Arbiter {
-        let workers = Vec::with_capacity(size);
-        Arbiter {
-            listener,
-            app,
-            size,
-            workers,
-            stopping: None,
-            exit_code: 0,
-        }
-    }
-
-    // ANCHOR: arbiter-run
-    /// The master's loop: top the workers up, sleep until a signal (or a second) passes,
-    /// handle what came. It ends once a stop was asked for and every worker is gone.
-    fn run(&mut self) -> io::Result<ExitCode> {
-        let wake = sys::signal_pipe(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT])?;
-        loop {
-            self.manage_workers();
-            if self.stopping.is_some() && self.workers.is_empty() {
-                return Ok(ExitCode::from(self.exit_code));
-            }
-            match sys::wait_readable(&[wake], Some(Duration::from_secs(1))) {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            for signal in sys::drain(wake) {
-                match signal {
-                    libc::SIGCHLD => self.reap_workers(),
-                    _ => self.stop(), // SIGTERM or SIGINT
-                }
-            }
-            if self
-                .stopping
-                .is_some_and(|deadline| Instant::now() >= deadline)
-            {
-                for &pid in &self.workers {
-                    eprintln!("[{pid}] Worker did not stop in time; killing it");
-                    let _ = sys::kill(pid, libc::SIGKILL);
-                }
-            }
-        }
-    }
-    // ANCHOR_END: arbiter-run
-
-    // ANCHOR: manage-workers
-    /// Forks workers until there are `size` of them (none once we are stopping).
-    fn manage_workers(&mut self) {
-        while self.stopping.is_none() && self.workers.len() < self.size {
-            if let Err(e) = self.spawn_worker() {
-                eprintln!("fork failed: {e}"); // tried again on the next pass, a second later
-                return;
-            }
-        }
-    }
-
-    /// Forks one worker. In the child this never returns: the worker's life is `run_worker`.
-    fn spawn_worker(&mut self) -> io::Result<()> {
-        match sys::fork()? {
-            sys::Fork::Parent(pid) => self.workers.push(pid),
-            sys::Fork::Child => run_worker(&self.listener, &self.app),
-        }
-        Ok(())
-    }
-    // ANCHOR_END: manage-workers
-
-    // ANCHOR: reap-workers
-    /// Collects exited workers; `manage_workers` replaces them on the next pass. A worker
-    /// that could not load the app stops the master instead: its replacement would fail the
-    /// same way, and we would fork in a loop forever.
-    fn reap_workers(&mut self) {
-        for (pid, status) in sys::reap_children() {
-            self.workers.retain(|&worker| worker != pid);
-            if status.signal() == Some(libc::SIGKILL) {
-                eprintln!("[{pid}] Worker was sent SIGKILL! Perhaps out of memory?");
-            } else {
-                eprintln!("[{pid}] Worker exited ({status})");
-            }
-            if status.code() == Some(APP_LOAD_ERROR.into()) && self.stopping.is_none() {
-                eprintln!("App failed to load in a worker; shutting down");
-                self.exit_code = APP_LOAD_ERROR;
-                self.stop();
-            }
-        }
-    }
-    // ANCHOR_END: reap-workers
-
-    // ANCHOR: stop
-    /// The graceful stop: every worker gets SIGTERM, finishes the request it is serving and
-    /// exits; the loop in `run` waits for them, up to GRACEFUL_TIMEOUT.
-    fn stop(&mut self) {
-        if self.stopping.is_some() {
-            return; // a second TERM or INT changes nothing
-        }
-        eprintln!("Shutting down: waiting for {} workers", self.workers.len());
-        self.stopping = Some(Instant::now() + GRACEFUL_TIMEOUT);
-        for &pid in &self.workers {
-            let _ = sys::kill(pid, libc::SIGTERM);
-        }
-    }
-    // ANCHOR_END: stop
-}
-
 // ANCHOR: run-worker
 /// A worker's whole life after the fork: its own signal pipe, its own Python and app, then
 /// accept and serve until the master says stop (or disappears).
-fn run_worker(listener: &TcpListener, spec: &str) -> ! {
+pub fn run_worker(listener: &TcpListener, spec: &str) -> ! {
     let master = sys::getppid();
     let wake = match sys::signal_pipe(&[libc::SIGTERM, libc::SIGINT]) {
         Ok(fd) => fd,
