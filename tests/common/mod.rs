@@ -746,3 +746,182 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// One client connection that stays open, for keep-alive, pipelining and framing tests.
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Connects to `127.0.0.1:port` with 20 s read and write timeouts.
+    pub fn open(port: u16) -> Conn {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("connect to port {port}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("set_read_timeout");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(20)))
+            .expect("set_write_timeout");
+        stream.set_nodelay(true).expect("set_nodelay");
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Changes how long a read may wait.
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .expect("set_read_timeout");
+    }
+
+    /// Writes all of `bytes`.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to the server");
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
+    fn fill(&mut self) -> std::io::Result<usize> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Reads one response head (status line and headers) and returns it as text.
+    ///
+    /// # Panics
+    /// On a timeout or when the server closes before a whole head arrived.
+    pub fn read_head(&mut self) -> String {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head: Vec<u8> = self.buf.drain(..end + 4).collect();
+                return String::from_utf8_lossy(&head).into_owned();
+            }
+            match self.fill() {
+                Ok(0) => panic!(
+                    "server closed the connection before a whole response head; got {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "no response head: {e}; got {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+            }
+        }
+    }
+
+    /// Reads exactly `n` body bytes.
+    fn read_exact_body(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            match self.fill() {
+                Ok(0) => panic!(
+                    "connection closed {} bytes into a {n}-byte body",
+                    self.buf.len()
+                ),
+                Ok(_) => {}
+                Err(e) => panic!("body read failed: {e}"),
+            }
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Reads one line ending in CRLF (without it).
+    fn read_line(&mut self) -> Vec<u8> {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n") {
+                let mut line: Vec<u8> = self.buf.drain(..end + 2).collect();
+                line.truncate(end);
+                return line;
+            }
+            match self.fill() {
+                Ok(0) => panic!("connection closed inside a chunked body"),
+                Ok(_) => {}
+                Err(e) => panic!("chunked body read failed: {e}"),
+            }
+        }
+    }
+
+    /// Reads one whole response to a request made with `method`, framed as RFC 9112 §6.3 says:
+    /// no body for HEAD, 1xx, 204 and 304; else chunked, Content-Length, or until close.
+    pub fn read_response(&mut self, method: &str) -> Response {
+        let head = self.read_head();
+        let mut response = parse_response(head.as_bytes()).expect("a well-formed head");
+        let bodiless = method == "HEAD" || matches!(response.status, 100..=199 | 204 | 304);
+        response.body = if bodiless {
+            Vec::new()
+        } else if response
+            .header("transfer-encoding")
+            .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+        {
+            let mut body = Vec::new();
+            loop {
+                let line = self.read_line();
+                let text = String::from_utf8_lossy(&line);
+                let size = usize::from_str_radix(text.split(';').next().unwrap_or("").trim(), 16)
+                    .unwrap_or_else(|_| panic!("bad chunk size line {text:?}"));
+                if size == 0 {
+                    // Trailers, if any, end with an empty line.
+                    while !self.read_line().is_empty() {}
+                    break body;
+                }
+                body.extend(self.read_exact_body(size));
+                assert_eq!(
+                    self.read_exact_body(2),
+                    b"\r\n",
+                    "chunk not followed by CRLF"
+                );
+            }
+        } else if let Some(length) = response.header("content-length") {
+            let length = length.parse().expect("numeric Content-Length");
+            self.read_exact_body(length)
+        } else {
+            self.read_to_close()
+        };
+        response
+    }
+
+    /// Reads until the server closes the connection and returns what arrived.
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        loop {
+            match self.fill() {
+                Ok(0) => return std::mem::take(&mut self.buf),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return std::mem::take(&mut self.buf)
+                }
+                Err(e) => panic!(
+                    "the server did not close the connection: {e}; got {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+            }
+        }
+    }
+
+    /// True when the server has closed the connection (EOF or reset) with nothing more to read,
+    /// waiting at most the read timeout for it.
+    pub fn is_closed_by_server(&mut self) -> bool {
+        match self.fill() {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+/// The raw value of `"key": VALUE` in the JSON the fixtures print (`json.dumps` spacing):
+/// a number as digits, a string with its quotes. Enough for flat values without commas.
+pub fn json_field(json: &str, key: &str) -> Option<String> {
+    let start = json.find(&format!("\"{key}\": "))? + key.len() + 4;
+    let rest = &json[start..];
+    let end = if rest.starts_with('"') {
+        rest[1..].find('"')? + 2
+    } else {
+        rest.find([',', '}']).unwrap_or(rest.len())
+    };
+    Some(rest[..end].to_owned())
+}

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The project's one test command (README, "Set up"; .ci/run calls it). On a fresh machine it
+#   1. makes .venv from the python3 minigun builds against, and installs examples/requirements.txt
+#      into it (skipped on later runs while requirements.txt is unchanged);
+#   2. installs mdbook with cargo if it is not on PATH;
+#   3. runs cargo fmt --check, clippy with warnings as errors, every workspace test (the framework
+#      tests must run, not skip), and builds the book;
+# then prints one line per check and exits non-zero if any failed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$PWD
+
+started=$SECONDS
+say() { printf '\n==> %s\n' "$*"; }
+
+# -- Python ---------------------------------------------------------------------------------
+# The base interpreter, resolved before any venv is activated: pyo3 links against its libpython,
+# and the venv is made from it so both agree on the version.
+python=${PYTHON:-python3}
+base_python=$("$python" -c 'import os, sys; print(os.path.realpath(sys.executable))')
+base_version=$("$base_python" -c 'import sys; print(sys.version)')
+
+venv=$root/.venv
+if [ -x "$venv/bin/python" ] &&
+  [ "$("$venv/bin/python" -c 'import sys; print(sys.version)' 2>/dev/null)" != "$base_version" ]; then
+  say "recreating .venv: it was made from another Python"
+  rm -rf "$venv"
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating .venv from $base_python"
+  "$base_python" -m venv "$venv"
+fi
+
+requirements=$root/examples/requirements.txt
+stamp=$venv/.requirements.sha256
+wanted=$(sha256sum "$requirements" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  say "installing examples/requirements.txt into .venv"
+  PIP_NO_INPUT=1 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$requirements"
+  echo "$wanted" >"$stamp"
+fi
+
+# -- mdbook -----------------------------------------------------------------------------------
+export PATH="$HOME/.cargo/bin:$PATH"
+if [ -f book/book.toml ] && ! command -v mdbook >/dev/null 2>&1; then
+  say "installing mdbook (cargo install mdbook --locked)"
+  cargo install mdbook --locked --quiet
+fi
+
+# -- the checks -------------------------------------------------------------------------------
+export PYO3_PYTHON=$base_python
+export VIRTUAL_ENV=$venv
+export PATH="$venv/bin:$PATH"
+# The framework tests skip when Flask, Django or Pyramid are missing; here they must run.
+export MINIGUN_REQUIRE_FRAMEWORKS=1
+
+results=()
+failed=0
+test_log=$(mktemp)
+trap 'rm -f "$test_log"' EXIT
+
+check() {
+  local name=$1
+  shift
+  say "$name: $*"
+  local t0=$SECONDS
+  if "$@"; then
+    results+=("ok      $name ($((SECONDS - t0))s)")
+  else
+    results+=("FAILED  $name ($((SECONDS - t0))s)")
+    failed=$((failed + 1))
+  fi
+}
+
+run_tests() {
+  cargo test --workspace 2>&1 | tee "$test_log"
+  return "${PIPESTATUS[0]}"
+}
+
+check fmt cargo fmt --all -- --check
+check clippy cargo clippy --workspace --all-targets --quiet -- -D warnings
+check test run_tests
+if [ -f book/book.toml ]; then
+  check book mdbook build book
+else
+  results+=("FAILED  book (book/book.toml is missing)")
+  failed=$((failed + 1))
+fi
+
+# -- summary ----------------------------------------------------------------------------------
+read -r passed failed_tests < <(awk '/^test result:/ {
+    for (i = 2; i <= NF; i++) { if ($i ~ /^passed;/) p += $(i-1); if ($i ~ /^failed;/) f += $(i-1) }
+  } END { print p + 0, f + 0 }' "$test_log")
+echo
+echo "== Summary ($((SECONDS - started))s)"
+printf '  %s\n' "${results[@]}"
+if [ "$failed" -ne 0 ]; then
+  echo "  $failed check(s) failed"
+fi
+echo "tests: $passed passed, $failed_tests failed"
+[ "$failed" -eq 0 ]
