@@ -1,68 +1,79 @@
-//! Step 05: the thread-pool server of step 04, now answering with a Python WSGI app.
+//! Step 05: step 04's thread pool, now answering with a Python WSGI app.
 //!
-//! Chapter 5 of the book. `step05-wsgi module:app` starts CPython inside this process
-//! (`sys.rs`), imports the app and, for every request, builds the PEP 3333 `environ`, calls
-//! the app and sends what it returns (`wsgi.rs`). The HTTP side in this file is step 04's.
+//! `step05-wsgi module:app` starts CPython inside this process (`sys.rs`), imports the app
+//! and, for every request, builds the PEP 3333 environ, calls the app and sends what it
+//! returns (`wsgi.rs`). The HTTP side, in this file and `http.rs`, is step 04's; only
+//! `respond` changed. Chapter 5 of the book walks through it.
 //!
 //! Left out on purpose:
-//! - All threads share one interpreter, so the GIL lets only one of them run Python at a time.
-//!   Step 06 gives each connection its own process; step 07 keeps a fixed set of them.
-//! - The request body is read whole (up to `MAX_BODY`) before the app runs, and the response
-//!   is buffered whole and sent with Content-Length. minigun streams both (`http/body.rs`,
-//!   `wsgi/` input stream, chunked responses in `http/response.rs`).
-//! - Chunked request bodies are refused with 501; minigun's `http/body.rs` decodes them.
+//! - All threads share one interpreter, and the GIL lets only one of them run Python at a
+//!   time. Step 06 gives each connection a process of its own; step 07 a fixed set of them.
+//! - The body is read whole before the app runs, and the app's answer is buffered whole and
+//!   sent with Content-Length. minigun streams both ways (`wsgi/` input, `http/response.rs`).
+//! - Shutdown: Ctrl+C kills the process mid-request. Step 07 stops gracefully.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod http;
 mod sys;
 mod wsgi;
 
+use http::{HttpError, Request, Status};
+use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::ExitCode;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::Duration;
-
-/// Threads that serve connections. A real server makes this a flag (`--threads`).
-const POOL_SIZE: usize = 4;
-/// Accepted connections that may wait for a free thread before we answer 503.
-const QUEUE_LEN: usize = 16;
-/// Largest request head we buffer; a bigger one gets 431.
-const MAX_HEAD: usize = 8 * 1024;
-/// Largest request body we read into memory; a bigger one gets 413.
-const MAX_BODY: usize = 1024 * 1024;
-/// How long a read may stall, mid-request (408) or between keep-alive requests (quiet close).
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+use std::time::{Duration, Instant};
 
 /// What `--help` prints.
 const USAGE: &str = "\
-step05-wsgi: serve a Python WSGI app from a pool of threads sharing one interpreter.
+step05-wsgi: serve a Python WSGI app from step 04's pool of threads, which share one
+interpreter. Connections beyond --worker-connections get 503 instead of waiting.
 
-Usage: step05-wsgi [-b HOST:PORT] MODULE:APP
+Usage: step05-wsgi [-b HOST:PORT] [-t SECS] [--threads N] [--worker-connections N]
+                   [--keep-alive SECS] MODULE:APP
 
 Arguments:
-  MODULE:APP            the WSGI callable to serve, e.g. hello:app, imported from the current
-                        directory (or from the virtualenv named by $VIRTUAL_ENV)
+  MODULE:APP                the WSGI callable to serve, e.g. hello:app, imported from the
+                            current directory (or the virtualenv named by $VIRTUAL_ENV)
 Options:
-  -b, --bind HOST:PORT  address to listen on (default 127.0.0.1:8000; port 0 picks a free one)
+  -b, --bind HOST:PORT      address to listen on (default 127.0.0.1:8000; port 0 picks one)
+  -t, --timeout SECS        time a client has to send a whole request (default 30)
+      --threads N           threads serving connections (default 4)
+      --worker-connections N
+                            connections held at once, served or queued (default 64)
+      --keep-alive SECS     how long an idle connection may wait for its next request
+                            (default 2)
   -h, --help            print this help and exit
 ";
 
 /// Settings taken from the command line.
+#[derive(Clone)]
 struct Config {
     /// Where to listen, as `HOST:PORT`.
     bind: String,
+    /// How long a client may take to send one whole request before it gets 408.
+    timeout: Duration,
+    /// How many threads serve connections.
+    threads: usize,
+    /// How many connections we hold at once, being served or queued; more get 503.
+    worker_connections: usize,
+    /// How long a thread waits for the next request on an idle connection.
+    keep_alive: Duration,
     /// The WSGI callable to load, as `module:attribute`.
     app: String,
 }
 
 // ANCHOR: parse-args
-/// Reads the flags and `MODULE:APP`. `Ok(None)` means `--help` was asked for; `Err` is a
-/// one-line message.
+/// Reads the flags and `MODULE:APP`. `Ok(None)` means `--help` was asked for; `Err` is a one-line message.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, String> {
     let mut config = Config {
         bind: "127.0.0.1:8000".to_string(),
+        timeout: Duration::from_secs(30),
+        threads: 4,
+        worker_connections: 64,
+        keep_alive: Duration::from_secs(2),
         app: String::new(),
     };
     while let Some(arg) = args.next() {
@@ -78,6 +89,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, 
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
             "-b" | "--bind" => config.bind = value()?,
+            "-t" | "--timeout" => config.timeout = parse_seconds(&flag, &value()?)?,
+            "--threads" => config.threads = parse_count(&flag, &value()?)?,
+            "--worker-connections" => config.worker_connections = parse_count(&flag, &value()?)?,
+            "--keep-alive" => config.keep_alive = parse_seconds(&flag, &value()?)?,
             _ if arg.starts_with('-') => return Err(format!("unknown flag {arg}")),
             _ if config.app.is_empty() => config.app = arg,
             _ => return Err(format!("unexpected argument {arg}")),
@@ -86,11 +101,33 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, 
     if config.app.is_empty() {
         return Err("missing MODULE:APP, e.g. hello:app".to_string());
     }
+    if config.worker_connections < config.threads {
+        return Err("--worker-connections must be at least --threads".to_string());
+    }
     Ok(Some(config))
 }
 // ANCHOR_END: parse-args
 
-// ANCHOR: main
+/// Reads a positive whole number such as `4`.
+fn parse_count(flag: &str, value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "{flag} needs a positive whole number, not {value:?}"
+        )),
+    }
+}
+
+/// Reads a positive number of seconds such as `30` or `0.25`.
+fn parse_seconds(flag: &str, value: &str) -> Result<Duration, String> {
+    match value.parse::<f64>().ok().map(Duration::try_from_secs_f64) {
+        Some(Ok(duration)) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!(
+            "{flag} needs a positive number of seconds, not {value:?}"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     let config = match parse_args(std::env::args().skip(1)) {
         Ok(Some(config)) => config,
@@ -103,6 +140,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // ANCHOR: bind
+    // One call does socket(2), bind(2) and listen(2). The kernel now queues incoming
+    // connections for us (the backlog) even while we are busy with another client.
     let listener = match TcpListener::bind(&config.bind) {
         Ok(listener) => listener,
         Err(e) => {
@@ -110,286 +150,315 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // With port 0 the kernel picked the port, so ask the socket which one it got.
+    match listener.local_addr() {
+        Ok(addr) => println!("Listening on http://{addr}"),
+        Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
+    }
+    // Tests and scripts read that line through a pipe, where stdout is not flushed by itself.
+    let _ = io::stdout().flush();
+    // ANCHOR_END: bind
+    // ANCHOR: load-app
+    // Python starts here, once, before the pool: every thread will share this interpreter.
     let app = match wsgi::App::load(&config.app) {
         Ok(app) => Arc::new(app),
-        Err(msg) => {
-            eprintln!("error: {msg}");
+        Err(message) => {
+            eprintln!("error: {message}");
             return ExitCode::from(4); // gunicorn's APP_LOAD_ERROR
         }
     };
-    let Ok(local) = listener.local_addr() else {
-        return ExitCode::FAILURE;
+    // ANCHOR_END: load-app
+    let queue = match start_workers(&config, &app) {
+        Ok(queue) => queue,
+        Err(e) => {
+            eprintln!("error: cannot start {} threads: {e}", config.threads);
+            return ExitCode::FAILURE;
+        }
     };
-    println!("Listening on http://{local}");
-    let _ = io::stdout().flush();
-    serve(listener, app);
-    ExitCode::SUCCESS
-}
-// ANCHOR_END: main
-
-/// The accept loop: hands each connection to the pool, or answers 503 when the queue is full.
-fn serve(listener: TcpListener, app: Arc<wsgi::App>) {
-    let pool = ThreadPool::new(POOL_SIZE, QUEUE_LEN, app);
-    for stream in listener.incoming() {
-        match stream {
-            Ok(stream) => pool.execute(stream),
-            Err(e) => eprintln!("accept failed: {e}"),
-        }
-    }
+    serve(&listener, &queue)
 }
 
-/// A fixed set of threads fed by a bounded queue of connections.
-struct ThreadPool {
-    /// The sending side of the queue; `try_send` fails instead of blocking when it is full.
-    queue: SyncSender<TcpStream>,
-}
-
-impl ThreadPool {
-    /// Starts `size` threads that take connections from a queue of `queue_len`.
-    fn new(size: usize, queue_len: usize, app: Arc<wsgi::App>) -> ThreadPool {
-        let (queue, receiver) = mpsc::sync_channel(queue_len);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..size {
-            let receiver = Arc::clone(&receiver);
-            let app = Arc::clone(&app);
-            thread::spawn(move || work(&receiver, &app));
-        }
-        ThreadPool { queue }
-    }
-
-    /// Queues `stream` for a thread; a full queue gets 503 at once rather than a long wait.
-    fn execute(&self, stream: TcpStream) {
-        if let Err(TrySendError::Full(mut stream)) = self.queue.try_send(stream) {
-            let _ = write_error(&mut stream, "503 Service Unavailable");
-        }
-    }
-}
-
-/// One pool thread: take a connection, serve it until it closes, repeat.
-fn work(receiver: &Mutex<Receiver<TcpStream>>, app: &wsgi::App) {
+// ANCHOR: accept-loop
+/// Accepts clients forever and queues them for the workers. The loop itself never reads
+/// or writes a request, so it is back in `accept` within microseconds.
+fn serve(listener: &TcpListener, queue: &Queue) -> ! {
     loop {
-        // The guard is a temporary, so the lock is released before the connection is served.
-        let next = receiver.lock().map(|rx| rx.recv());
-        match next {
-            Ok(Ok(stream)) => handle_connection(stream, app),
-            _ => return, // the pool is gone or a thread panicked holding the lock
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                // Full means every slot is taken: say so now rather than make the client wait
+                // behind a line it cannot see (and that we could not bound).
+                if let Err(stream) = queue.push(stream) {
+                    eprintln!("{peer}: {} connections held, answering 503", queue.limit);
+                    reject(stream);
+                }
+            }
+            Err(e) => {
+                // Usually "too many open files". Retrying at once would spin the CPU, so back
+                // off a little; the waiting clients stay queued in the backlog meanwhile.
+                eprintln!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 }
+// ANCHOR_END: accept-loop
+
+/// How long we keep reading (and dropping) after an error reply, see [`write_error`].
+const LINGER: Duration = Duration::from_secs(1);
+
+// ANCHOR: queue
+/// The connections accepted and not yet finished, shared by the accept loop and the workers.
+struct Queue {
+    /// The waiting connections and the count of those being served, under one lock so the
+    /// bound is checked against a consistent picture.
+    state: Mutex<QueueState>,
+    /// Wakes one sleeping worker when a connection is pushed.
+    ready: Condvar,
+    /// `--worker-connections`: most connections waiting plus being served.
+    limit: usize,
+}
+
+/// What [`Queue::state`] guards.
+struct QueueState {
+    /// Accepted connections no thread has taken yet, oldest first.
+    waiting: VecDeque<TcpStream>,
+    /// Connections a thread is serving right now.
+    busy: usize,
+}
+
+impl Queue {
+    /// Adds a connection, or hands it back when `limit` connections are already held.
+    fn push(&self, stream: TcpStream) -> Result<(), TcpStream> {
+        let mut state = self.lock();
+        if state.waiting.len() + state.busy >= self.limit {
+            return Err(stream);
+        }
+        state.waiting.push_back(stream);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Blocks until a connection waits, then takes it. Call [`Queue::done`] when finished.
+    fn pop(&self) -> TcpStream {
+        let mut state = self.lock();
+        loop {
+            if let Some(stream) = state.waiting.pop_front() {
+                state.busy += 1;
+                return stream;
+            }
+            // Releases the lock while asleep; wakes on notify_one (or spuriously, hence loop).
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Frees the slot of a connection taken with [`Queue::pop`].
+    fn done(&self) {
+        self.lock().busy -= 1;
+    }
+
+    /// Locks the state. A thread that panicked while holding the lock cannot have left it
+    /// half-changed (each change above is one call), so a poisoned lock is still usable.
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+// ANCHOR_END: queue
+
+// ANCHOR: start-workers
+/// Starts the pool: `config.threads` threads, each serving one connection at a time from
+/// the queue it returns. They are spawned once, up front, not per connection.
+fn start_workers(config: &Config, app: &Arc<wsgi::App>) -> io::Result<Arc<Queue>> {
+    let queue = Arc::new(Queue {
+        state: Mutex::new(QueueState {
+            waiting: VecDeque::new(),
+            busy: 0,
+        }),
+        ready: Condvar::new(),
+        limit: config.worker_connections,
+    });
+    for i in 0..config.threads {
+        let (queue, config, app) = (Arc::clone(&queue), config.clone(), Arc::clone(app));
+        thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || loop {
+                let stream = queue.pop();
+                let peer = stream.peer_addr();
+                // A failing client ends only its own connection, never the thread.
+                if let Err(e) = handle_connection(stream, &config, &app) {
+                    eprintln!("{peer:?}: {e}");
+                }
+                queue.done();
+            })?;
+    }
+    Ok(queue)
+}
+// ANCHOR_END: start-workers
 
 // ANCHOR: handle-connection
-/// Serves requests on one connection until the client or an error ends it.
-fn handle_connection(mut stream: TcpStream, app: &wsgi::App) {
-    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
-    let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
-        return;
-    };
+/// Serves requests on one connection until the client or HTTP says it is over.
+fn handle_connection(mut stream: TcpStream, config: &Config, app: &wsgi::App) -> io::Result<()> {
     let mut buf = Vec::new();
+    let mut first = true;
     loop {
-        let request = match read_request(&mut stream, &mut buf) {
-            Ok(Some(request)) => request,
-            Ok(None) => return, // clean close, or idle too long between requests
-            Err(e) => {
-                let _ = write_error(&mut stream, e.status());
-                return;
+        // Between requests the client owes us nothing, so no 408: wait up to --keep-alive
+        // for its next request and hang up quietly if none comes. Bytes already in `buf`
+        // (a pipelined request) need no wait.
+        if !first && buf.is_empty() && !wait_for_next_request(&stream, config.keep_alive)? {
+            return Ok(());
+        }
+        first = false;
+        let deadline = Instant::now() + config.timeout;
+        match read_request(&mut stream, &mut buf, deadline) {
+            Ok(request) => {
+                let keep_alive = wants_keep_alive(&request);
+                respond(&mut stream, &request, keep_alive, app)?;
+                if !keep_alive {
+                    return Ok(());
+                }
             }
-        };
-        let response = app.call(&request, peer, local);
-        let keep_alive = request.keep_alive();
-        let head_only = request.method == "HEAD";
-        if write_response(&mut stream, &response, keep_alive, head_only).is_err() || !keep_alive {
-            return;
+            Err(HttpError::Closed) => return Ok(()), // nobody left to answer
+            Err(HttpError::Io(e)) => return Err(e),
+            Err(error) => return write_error(stream, &error),
         }
     }
 }
 // ANCHOR_END: handle-connection
 
-/// Why a request could not be read; each maps to one status line.
-#[derive(Debug)]
-enum HttpError {
-    /// Malformed request line or header.
-    BadRequest,
-    /// The head grew past `MAX_HEAD`.
-    HeadTooLarge,
-    /// Content-Length above `MAX_BODY`.
-    BodyTooLarge,
-    /// `Transfer-Encoding` bodies are not supported by this step.
-    NotImplemented,
-    /// The client stalled in the middle of a request.
-    Timeout,
-}
-
-impl HttpError {
-    /// The status line sent for this error.
-    fn status(&self) -> &'static str {
-        match self {
-            HttpError::BadRequest => "400 Bad Request",
-            HttpError::HeadTooLarge => "431 Request Header Fields Too Large",
-            HttpError::BodyTooLarge => "413 Content Too Large",
-            HttpError::NotImplemented => "501 Not Implemented",
-            HttpError::Timeout => "408 Request Timeout",
-        }
+// ANCHOR: keep-alive
+/// RFC 9112 §9.3: an HTTP/1.1 connection persists unless a side sends `Connection: close`;
+/// an HTTP/1.0 one only when the client sends `Connection: keep-alive`.
+fn wants_keep_alive(request: &Request) -> bool {
+    let says = |option: &str| {
+        let connection = request.header("connection").unwrap_or("");
+        connection
+            .split(',')
+            .any(|o| o.trim().eq_ignore_ascii_case(option))
+    };
+    match request.minor_version {
+        1 => !says("close"),
+        _ => says("keep-alive"),
     }
 }
 
-/// A parsed request: head fields, raw header bytes, and the whole body.
-pub struct Request {
-    /// `GET`, `POST`, ...
-    pub method: String,
-    /// The request target as sent, e.g. `/search?q=rust`.
-    pub target: String,
-    /// `HTTP/1.0` or `HTTP/1.1`.
-    pub version: String,
-    /// Header names and values as sent (values may hold any byte but CR and LF).
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// Exactly Content-Length bytes.
-    pub body: Vec<u8>,
-}
-
-impl Request {
-    /// HTTP/1.1 keeps the connection open unless the client says `Connection: close`.
-    /// HTTP/1.0 keep-alive is an old extension we do not offer.
-    fn keep_alive(&self) -> bool {
-        let close = self.headers.iter().any(|(name, value)| {
-            name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case(b"close")
-        });
-        self.version == "HTTP/1.1" && !close
+/// Waits up to `idle` for the first byte of another request; `false` if none came.
+fn wait_for_next_request(stream: &TcpStream, idle: Duration) -> io::Result<bool> {
+    stream.set_read_timeout(Some(idle))?;
+    // peek looks without taking, so read_request still sees the byte.
+    match stream.peek(&mut [0u8; 1]) {
+        Ok(n) => Ok(n > 0), // 0: the client closed
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
+        Err(e) => Err(e),
     }
 }
+// ANCHOR_END: keep-alive
 
 // ANCHOR: read-request
-/// Reads one request from `stream`; `buf` carries bytes of the next request between calls.
-fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Request>, HttpError> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let mut request = parse_head(&buf[..end + 2])?;
-            let length = content_length(&request)?;
-            let body_start = end + 4;
-            while buf.len() < body_start + length {
-                let n = read_some(stream, &mut chunk, false)?;
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            request.body = buf[body_start..body_start + length].to_vec();
-            buf.drain(..body_start + length);
-            return Ok(Some(request));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(HttpError::HeadTooLarge);
-        }
-        let n = read_some(stream, &mut chunk, buf.is_empty())?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
+/// Reads one whole request (head, then body) from `stream`, using `buf` for bytes read but
+/// not yet used. Fails with [`HttpError::Timeout`] once `deadline` has passed.
+fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<Request, HttpError> {
+    let (mut request, head_len) = read_head(stream, buf, deadline)?;
+    // The empty line ends the head, not the request: a body may follow (RFC 9112 §6).
+    let body_len = http::content_length(&request)?;
+    while buf.len() < head_len + body_len {
+        read_more(stream, buf, deadline)?;
     }
+    request.body = buf[head_len..head_len + body_len].to_vec();
+    // Whatever follows belongs to the next request, so only this request's bytes go.
+    buf.drain(..head_len + body_len);
+    Ok(request)
 }
 // ANCHOR_END: read-request
 
-/// One `read`. Between requests (`idle`), EOF or a timeout is a quiet `Ok(0)`; inside a
-/// request EOF is a 400 and a timeout a 408.
-fn read_some(stream: &mut TcpStream, chunk: &mut [u8], idle: bool) -> Result<usize, HttpError> {
+// ANCHOR: read-head
+/// Asks the parser about the bytes so far, and reads more for as long as it says `Partial`.
+/// Returns the request (without its body yet) and the length of its head in `buf`.
+fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(Request, usize), HttpError> {
     loop {
-        return match stream.read(chunk) {
-            Ok(0) if !idle => Err(HttpError::BadRequest),
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) if idle => Ok(0),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                Err(HttpError::Timeout)
-            }
-            Err(_) => Err(HttpError::BadRequest),
-        };
-    }
-}
-
-/// Parses the request line and header lines (RFC 9112 §3 and §5), each ending in CRLF.
-fn parse_head(head: &[u8]) -> Result<Request, HttpError> {
-    let mut lines = head
-        .split_inclusive(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r\n"));
-    let line = lines.next().flatten().ok_or(HttpError::BadRequest)?;
-    let line = std::str::from_utf8(line).map_err(|_| HttpError::BadRequest)?;
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(HttpError::BadRequest);
-    };
-    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
-    if !token(method) || !token(target) || !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
-        return Err(HttpError::BadRequest);
-    }
-    let mut headers = Vec::new();
-    for line in lines {
-        // A bare LF (no CR) or a line without a colon is malformed.
-        let line = line.ok_or(HttpError::BadRequest)?;
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(HttpError::BadRequest)?;
-        let name = std::str::from_utf8(&line[..colon]).map_err(|_| HttpError::BadRequest)?;
-        if !token(name) {
-            return Err(HttpError::BadRequest);
-        }
-        let value = line[colon + 1..].trim_ascii();
-        headers.push((name.to_string(), value.to_vec()));
-    }
-    let (method, target) = (method.to_string(), target.to_string());
-    let version = version.to_string();
-    Ok(Request {
-        method,
-        target,
-        version,
-        headers,
-        body: Vec::new(),
-    })
-}
-
-/// The body length (RFC 9112 §6.3): none without Content-Length; two different ones, or one
-/// that is not a number, is a 400.
-fn content_length(request: &Request) -> Result<usize, HttpError> {
-    let mut length = None;
-    for (name, value) in &request.headers {
-        if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(HttpError::NotImplemented);
-        }
-        if name.eq_ignore_ascii_case("content-length") {
-            let ok = !value.is_empty() && value.iter().all(u8::is_ascii_digit);
-            let text = std::str::from_utf8(value).ok().filter(|_| ok);
-            let n: usize = text
-                .and_then(|t| t.parse().ok())
-                .ok_or(HttpError::BadRequest)?;
-            if length.is_some_and(|old| old != n) {
-                return Err(HttpError::BadRequest);
-            }
-            length = Some(n);
+        match http::parse_head(buf)? {
+            Status::Complete(found) => return Ok(found),
+            Status::Partial => read_more(stream, buf, deadline)?,
         }
     }
-    match length {
-        Some(n) if n > MAX_BODY => Err(HttpError::BodyTooLarge),
-        n => Ok(n.unwrap_or(0)),
+}
+// ANCHOR_END: read-head
+
+// ANCHOR: read-more
+/// Appends whatever one `read` brings to `buf`, waiting no later than `deadline`.
+fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(), HttpError> {
+    // One deadline for the whole request rather than a fresh timeout per read: otherwise a
+    // client sending a byte every few seconds could hold us forever ("slowloris").
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(HttpError::Timeout);
+    }
+    stream.set_read_timeout(Some(left))?;
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk) {
+        Ok(0) => Err(HttpError::Closed),
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(())
+        }
+        // A read timeout shows up as WouldBlock on Unix and TimedOut on Windows.
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Err(HttpError::Timeout)
+        }
+        Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()), // a signal; just try again
+        Err(e) => Err(e.into()),
     }
 }
+// ANCHOR_END: read-more
 
-// ANCHOR: write-response
-/// Sends the app's response with our own framing: Content-Length is the length of the
-/// buffered body (for HEAD, the app's headers go out unchanged and no body follows).
-fn write_response(
+// ANCHOR: respond
+/// Answers a request with whatever the WSGI app makes of it.
+fn respond(
+    stream: &mut TcpStream,
+    request: &Request,
+    keep_alive: bool,
+    app: &wsgi::App,
+) -> io::Result<()> {
+    let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
+    let response = app.call(request, peer, local);
+    // RFC 9110 §9.3.2: HEAD gets the headers GET would get, but no body.
+    let head_only = request.method == "HEAD";
+    write_app_response(stream, &response, head_only, keep_alive)
+}
+// ANCHOR_END: respond
+
+// ANCHOR: write-app-response
+/// Sends the app's status and headers, then its body, framed by us: Content-Length is the
+/// length of the buffered body, and `Connection` is our decision, not the app's. For HEAD
+/// the app's own headers go out unchanged (its Content-Length included) with no body.
+fn write_app_response(
     stream: &mut TcpStream,
     response: &wsgi::Response,
-    keep_alive: bool,
     head_only: bool,
+    keep_alive: bool,
 ) -> io::Result<()> {
     let mut out = format!("HTTP/1.1 {}\r\n", response.status).into_bytes();
     for (name, value) in &response.headers {
         let framing = name.eq_ignore_ascii_case("content-length") && !head_only;
         if framing || name.eq_ignore_ascii_case("connection") {
-            continue; // we decide these two
+            continue;
         }
-        // PEP 3333: header values are latin-1 strings, one byte per character.
-        out.extend(name.bytes().chain(*b": "));
-        out.extend(value.chars().map(|c| c as u8).chain(*b"\r\n"));
+        // PEP 3333: header names and values are latin-1 strings, one byte per character.
+        out.extend(name.chars().chain(": ".chars()).map(|c| c as u8));
+        out.extend(value.chars().chain("\r\n".chars()).map(|c| c as u8));
     }
     if !head_only {
         out.extend(format!("Content-Length: {}\r\n", response.body.len()).bytes());
@@ -399,17 +468,68 @@ fn write_response(
     if !head_only {
         out.extend_from_slice(&response.body);
     }
+    // One write for head and body, as in step 02.
     stream.write_all(&out)
+}
+// ANCHOR_END: write-app-response
+
+// ANCHOR: write-response
+/// Writes status line, headers, empty line and (unless `head_only`) the body, in one write.
+/// The `Connection` header tells the client whether it may send another request.
+fn write_response(
+    stream: &mut TcpStream,
+    status: &str,
+    body: &str,
+    head_only: bool,
+    keep_alive: bool,
+) -> io::Result<()> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\n\
+         Connection: {connection}\r\n\
+         \r\n",
+        body.len()
+    );
+    if !head_only {
+        response.push_str(body);
+    }
+    stream.write_all(response.as_bytes())
 }
 // ANCHOR_END: write-response
 
-/// Answers a request we could not hand to the app, and lets the caller close.
-fn write_error(stream: &mut TcpStream, status: &str) -> io::Result<()> {
-    let body = format!("{status}\n");
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(format!("{head}{body}").as_bytes())
+// ANCHOR: write-error
+/// Tells the client why its request failed, then closes without destroying that answer.
+fn write_error(mut stream: TcpStream, error: &HttpError) -> io::Result<()> {
+    let (status, reason) = error.reply();
+    write_response(&mut stream, status, &format!("{reason}\n"), false, false)?;
+    // Closing while the client's bytes sit unread in our receive buffer makes the kernel send
+    // a reset (RST), and a reset can wipe our answer before the client reads it (RFC 9112
+    // §9.6). So shut our sending side first, then read and drop what still comes, briefly.
+    stream.shutdown(Shutdown::Write)?;
+    let (until, mut sink) = (Instant::now() + LINGER, Vec::new());
+    while read_more(&mut stream, &mut sink, until).is_ok() {
+        sink.clear(); // stops at the client's close, an error, or `until`
+    }
+    Ok(())
 }
+// ANCHOR_END: write-error
+
+// ANCHOR: reject
+/// Answers 503 and closes, without ever blocking the accept loop that calls it.
+fn reject(mut stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let body = "all connections are busy, try again\n";
+    let _ = write_response(&mut stream, "503 Service Unavailable", body, false, false);
+    // As in write_error: take in what the client already sent, so that the close is a FIN
+    // and not a reset. Non-blocking, and at most 16 reads, so a flood cannot stall us here.
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!(stream.read(&mut sink), Ok(1..)) {
+            break;
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+}
+// ANCHOR_END: reject
