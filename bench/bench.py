@@ -143,7 +143,7 @@ def run_peers(args, setup):
                     if servers.BY_NAME[sname].runs(workloads.BY_NAME[wname]):
                         plan.append((rnd, cname, wname, sname))
     runnable = [p for p in plan if p[3] not in setup.missing]
-    est = len(runnable) * (args.duration + 1.5)
+    est = len(runnable) * (args.duration + 0.8)  # start-up, warm-up and stop: under a second
     print(f"plan: {len(runnable)} runs of {args.duration} s, {args.rounds} round(s), "
           f"about {est / 60:.0f} min", file=sys.stderr)
 
@@ -154,7 +154,21 @@ def run_peers(args, setup):
     os.makedirs(tmp_dir, exist_ok=True)
     started = datetime.datetime.now()
     runs = []
-    gave_up = {}  # (server, config) -> reason, after a start-up failure: don't retry every round
+    try:
+        measure_plan(args, plan, setup, runs, log_dir, tmp_dir)
+    except KeyboardInterrupt:
+        # Keep what was measured: write it (never to RESULTS.md), then stop.
+        args.results = "no"
+        args.interrupted = True
+        write_outputs(args, setup, runs, s_names, w_names, c_names, started, stamp)
+        raise
+    return write_outputs(args, setup, runs, s_names, w_names, c_names, started, stamp)
+
+
+def measure_plan(args, plan, setup, runs, log_dir, tmp_dir):
+    """Runs the plan in order, appending one record per run to ``runs``."""
+    gave_up = {}  # (server, config, workload) -> why it did not start: not retried
+    t0 = time.monotonic()
     for i, (rnd, cname, wname, sname) in enumerate(plan, 1):
         if sname in setup.missing:
             continue
@@ -164,7 +178,8 @@ def run_peers(args, setup):
             continue
         rec = runner.measure(servers.BY_NAME[sname], workloads.BY_NAME[wname],
                              workloads.CONFIG_BY_NAME[cname], duration=args.duration,
-                             connections=args.connections, log_dir=log_dir, tmp_dir=tmp_dir)
+                             connections=args.connections, log_dir=log_dir, tmp_dir=tmp_dir,
+                             round_no=rnd)
         rec["round"] = rnd
         runs.append(rec)
         if "error" in rec:
@@ -178,8 +193,7 @@ def run_peers(args, setup):
                    f"errors {rec['errors']:<5} {rec['req_per_cpu_s'] or 0:>9,.0f} req/CPU-s  "
                    f"RSS {rec['peak_rss_kib'] / 1024:5.1f} MiB  start {rec['startup_s'] * 1000:4.0f} ms")
         print(f"[{i}/{len(plan)}] round {rnd} {cname} {wname:<11} {sname:<17} {msg}", file=sys.stderr)
-
-    return write_outputs(args, setup, runs, s_names, w_names, c_names, started, stamp)
+    print(f"measured in {(time.monotonic() - t0) / 60:.1f} min", file=sys.stderr)
 
 
 def write_outputs(args, setup, runs, s_names, w_names, c_names, started, stamp):
@@ -190,10 +204,13 @@ def write_outputs(args, setup, runs, s_names, w_names, c_names, started, stamp):
         "versions": setup.versions,
         "missing": setup.missing,
         "command": "python3 bench/bench.py " + " ".join(sys.argv[1:]),
+        "interrupted": getattr(args, "interrupted", False),
         "rounds": args.rounds, "duration_s": args.duration, "connections": args.connections,
         "reference": args.reference,
     }
     md = render(meta, summary, s_names, w_names, c_names, setup.missing, args.reference)
+    if meta["interrupted"]:
+        md = md.replace("<!-- ANCHOR: results -->", "<!-- ANCHOR: results -->\n**Interrupted: partial results.**\n", 1)
     print(md)
     base = os.path.join(paths.OUT, f"run-{stamp}")
     with open(base + ".md", "w") as f:

@@ -161,7 +161,11 @@ def collect_versions(setup):
                          capture_output=True, text=True)
     if out.returncode == 0:
         setup.versions["minigun"] = "git " + out.stdout.strip()
-    setup.versions["python"] = sys.version.split()[0]
+    # The servers run the venv's Python (minigun the one it was built against).
+    if os.path.exists(paths.venv_bin("python")):
+        out = subprocess.run([paths.venv_bin("python"), "-c", "import platform; print(platform.python_version())"],
+                             capture_output=True, text=True)
+        setup.versions["python"] = out.stdout.strip()
 
 
 def ensure_all(setup, build=("minigun",)):

@@ -13,7 +13,8 @@ DATA_FILE = os.path.join(OUT, "data", "1mib.bin")
 REQUIREMENTS = os.path.join(BENCH, "requirements.txt")
 RESULTS_MD = os.path.join(BENCH, "RESULTS.md")
 STEPS_RESULTS_MD = os.path.join(BENCH, "RESULTS-steps.md")
-TARGET_RELEASE = os.path.join(REPO, "target", "release")
+# cargo puts its output in $CARGO_TARGET_DIR when that is set.
+TARGET_RELEASE = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target"), "release")
 MINIGUN_BIN = os.path.join(TARGET_RELEASE, "minigun")
 
 

@@ -128,15 +128,15 @@ def run_wrk(port, path, workload, duration, connections, pinned):
     raise RuntimeError("wrk printed no result:\n" + out[-1000:])
 
 
-def measure(server, workload, config, port_hint=None, duration=5, connections=64,
-            log_dir=None, tmp_dir=None, ready_deadline=15.0):
+def measure(server, workload, config, duration=5, connections=64, log_dir=None, tmp_dir=None,
+            round_no=1, ready_deadline=15.0):
     """One run of ``server`` on ``workload`` in ``config``; returns a dict of figures.
 
     On failure the dict has "error" and no figures.
     """
-    port = port_hint or free_port()
+    port = free_port()
     argv = server.command(port, config.workers, workload, tmp_dir)
-    log_path = os.path.join(log_dir, f"{server.name}-{workload.name}-{config.name}.log")
+    log_path = os.path.join(log_dir, f"{round_no}-{config.name}-{workload.name}-{server.name}.log")
     record = {"server": server.name, "workload": workload.name, "config": config.name,
               "threads": server.threads_for(workload),
               "workers": 1 if server.single_process else config.workers,
