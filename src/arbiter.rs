@@ -198,8 +198,16 @@ impl Arbiter {
     }
 
     fn main_loop(&mut self) -> i32 {
+        self.manage_workers();
         loop {
-            let _ = sys::poll_readable(&[self.signals.fd()], 1000);
+            // Poll often while workers boot or a reload waits on them, so start-up is quick.
+            let busy = self.reloading
+                || self.workers.len() < self.desired
+                || self
+                    .workers
+                    .values()
+                    .any(|w| self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED == 0);
+            let _ = sys::poll_readable(&[self.signals.fd()], if busy { 50 } else { 1000 });
             for sig in self.signals.drain() {
                 if sig != Signal::Chld {
                     crate::info!("Handling signal: {}", sig.name());

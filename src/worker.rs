@@ -30,6 +30,7 @@ use std::time::Instant;
 use pyo3::prelude::*;
 
 use crate::config::Settings;
+use crate::http::body::ChunkedDecoder;
 use crate::http::parse::parse_head;
 use crate::http::response::{error_response, simple_response};
 use crate::http::{Error, Framing, Head, HeadScanner, Limits, Status};
@@ -665,11 +666,25 @@ impl Worker<'_> {
                 }
             };
 
-            // Phase 2: a small body, read here so the app never waits for it.
-            if let Framing::Length(n) = conn.head.framing {
-                let need = head_len + n as usize;
-                if n <= PREBUFFER && !conn.head.expect_continue && conn.buf.len() < need {
-                    match self.fill(conn, need - conn.buf.len()) {
+            // Phase 2: a small body, read here so the app never waits for it (and a broken
+            // chunked one is refused before the app is called).
+            if !conn.head.expect_continue {
+                let want = match conn.head.framing {
+                    Framing::Length(n) if n <= PREBUFFER => {
+                        (head_len + n as usize).saturating_sub(conn.buf.len())
+                    }
+                    Framing::Chunked if conn.buf.len() - head_len < PREBUFFER as usize => {
+                        let mut decoder = ChunkedDecoder::new(self.limits.body);
+                        match decode_all(&mut decoder, &conn.buf[head_len..]) {
+                            Err(e) => return self.refuse(conn, e),
+                            Ok(true) => 0,
+                            Ok(false) => 4096,
+                        }
+                    }
+                    _ => 0,
+                };
+                if want > 0 {
+                    match self.fill(conn, want) {
                         Ok(0) => return Next::Close,
                         Ok(_) => continue,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Park,
@@ -879,6 +894,18 @@ impl Worker<'_> {
             }
         }
     }
+}
+
+/// Runs `decoder` over `data`; true when the whole chunked body is there.
+fn decode_all(decoder: &mut ChunkedDecoder, mut data: &[u8]) -> Result<bool, Error> {
+    while !data.is_empty() && !decoder.is_done() {
+        let step = decoder.decode(data)?;
+        if step.consumed == 0 {
+            break;
+        }
+        data = &data[step.consumed..];
+    }
+    Ok(decoder.is_done())
 }
 
 /// A best-effort write of a short response on a non-blocking socket.

@@ -1,227 +1,276 @@
-//! PEP 3333 as an application sees it through the real server: the environ, `wsgi.input`,
-//! `start_response` checks, `close()`, and what happens when the app raises.
+//! PEP 3333 as a client sees it: what the server does with the app's status, headers, body
+//! iterable, `close()`, exceptions and `wsgi.file_wrapper`, plus refusals that must never reach
+//! the app. Raw sockets against the real binary and tests/apps/proto.py. (Framing, keep-alive
+//! and timeouts are in tests/http.rs.)
 
 mod common;
 
-use common::{exchange, find, http_get, json_field, parse_response, Conn, Server, WAIT};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
 
-#[test]
-fn environ_carries_the_request_as_pep_3333_describes() {
-    let server = Server::start(&["--chdir", "tests/apps", "echo:app"]);
-    let port = server.port();
-    let raw = exchange(
-        port,
-        b"POST /caf%C3%A9/a%2Fb?q=caf%C3%A9&x=1 HTTP/1.1\r\nHost: example.test:8080\r\n\
-          Content-Type: text/plain\r\nContent-Length: 0\r\nX-Custom: one\r\nX-Custom: two\r\n\
-          X_Custom: spoofed\r\nUser-Agent: minigun-tests\r\nConnection: close\r\n\r\n",
-        WAIT,
-    )
-    .expect("an answer");
-    let r = parse_response(&raw).expect("a response");
-    assert_eq!(r.status, 200);
-    let env = r.text();
-    let field = |key: &str| json_field(&env, key).unwrap_or_else(|| panic!("no {key} in {env}"));
-    assert_eq!(field("REQUEST_METHOD"), "\"POST\"");
-    assert_eq!(field("SCRIPT_NAME"), "\"\"");
-    // Percent-decoded, then held as a latin-1 str: the UTF-8 bytes of "é" are two characters.
-    assert_eq!(field("PATH_INFO"), r#""/caf\u00c3\u00a9/a/b""#);
-    assert_eq!(field("QUERY_STRING"), "\"q=caf%C3%A9&x=1\"");
-    assert_eq!(field("RAW_URI"), "\"/caf%C3%A9/a%2Fb?q=caf%C3%A9&x=1\"");
-    assert_eq!(field("SERVER_PROTOCOL"), "\"HTTP/1.1\"");
-    assert_eq!(field("CONTENT_TYPE"), "\"text/plain\"");
-    assert_eq!(field("CONTENT_LENGTH"), "\"0\"");
-    assert_eq!(
-        field("HTTP_X_CUSTOM"),
-        "\"one, two\"",
-        "duplicates are joined"
-    );
-    assert_eq!(field("HTTP_HOST"), "\"example.test:8080\"");
-    assert_eq!(field("HTTP_USER_AGENT"), "\"minigun-tests\"");
-    assert_eq!(field("REMOTE_ADDR"), "\"127.0.0.1\"");
-    assert!(json_field(&env, "REMOTE_PORT").is_some(), "{env}");
-    assert_eq!(field("SERVER_NAME"), "\"example.test\"");
-    assert_eq!(field("SERVER_PORT"), "\"8080\"");
-    assert_eq!(field("wsgi.url_scheme"), "\"http\"");
-    assert_eq!(field("wsgi.version"), "[1, 0]");
-    assert_eq!(field("wsgi.multiprocess"), "false", "one worker");
-    assert_eq!(field("wsgi.multithread"), "false", "one thread");
-    assert_eq!(field("wsgi.run_once"), "false");
-    assert!(!env.contains("HTTP_CONTENT_TYPE") && !env.contains("HTTP_CONTENT_LENGTH"));
-    assert!(
-        !env.contains("spoofed"),
-        "a header with '_' posed as X-Custom: {env}"
-    );
+use common::{exchange, find, parse_response, Response, Server};
+
+fn proto(extra: &[&str]) -> Server {
+    let mut args = vec!["--chdir", "tests/apps"];
+    args.extend_from_slice(extra);
+    args.push("proto:app");
+    Server::start(&args)
 }
 
-#[test]
-fn wsgi_multithread_and_multiprocess_follow_the_settings() {
-    let server = Server::start(&[
-        "-w",
-        "2",
-        "--threads",
-        "3",
-        "--chdir",
-        "tests/apps",
-        "echo:app",
-    ]);
-    let env = http_get(server.port(), "/").text();
-    assert_eq!(
-        json_field(&env, "wsgi.multiprocess").as_deref(),
-        Some("true"),
-        "{env}"
-    );
-    assert_eq!(
-        json_field(&env, "wsgi.multithread").as_deref(),
-        Some("true"),
-        "{env}"
-    );
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s
 }
 
-#[test]
-fn wsgi_input_supports_readline_iteration_and_sized_reads() {
-    let server = Server::start(&["--chdir", "tests/apps", "echo:lines"]);
-    let body = "one\nsecond line\nthree\nfour\nabcdefgh";
-    let expected = r#"["one\n", "seco", "nd line\n", "three\n", "four\n", "abc", "defgh", ""]"#;
-    // With Content-Length.
-    let raw = exchange(
-        server.port(),
-        format!(
-            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-        WAIT,
-    )
-    .expect("an answer");
-    assert_eq!(parse_response(&raw).expect("a response").text(), expected);
-    // Chunked, split in awkward places: wsgi.input must hide the framing.
-    let mut conn = Conn::open(server.port());
-    let mut request = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    for piece in ["one\nsec", "ond line\nth", "ree\nfour\nab", "cdefgh"] {
-        write!(request, "{:x}\r\n{piece}\r\n", piece.len()).expect("write to a Vec");
-    }
-    request.extend_from_slice(b"0\r\n\r\n");
-    conn.send(&request);
-    assert_eq!(conn.read_response("POST").text(), expected);
-}
-
-#[test]
-fn wsgi_input_never_reads_past_the_body() {
-    let server = Server::start(&["--chdir", "tests/apps", "echo:body"]);
-    let mut conn = Conn::open(server.port());
-    // Two requests in one write: the first app's read() must stop at its Content-Length.
-    conn.send(
-        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nfirst\
-          POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nsecond",
-    );
-    assert_eq!(conn.read_response("POST").text(), "first");
-    assert_eq!(conn.read_response("POST").text(), "second");
-}
-
-#[test]
-fn an_exception_before_start_response_is_a_500_and_the_worker_survives() {
-    let server = Server::start(&["--chdir", "tests/apps", "broken:app"]);
-    let [worker] = server.wait_for_workers(1, WAIT)[..] else {
-        unreachable!("wait_for_workers returned exactly one pid")
-    };
-    let r = http_get(server.port(), "/before");
-    assert_eq!(r.status, 500);
-    server.wait_for_line("Boom: raised before start_response", WAIT);
-    server.wait_for_line("Traceback (most recent call last)", WAIT);
-    assert_eq!(http_get(server.port(), "/").text(), "ok\n");
-    assert_eq!(
-        server.worker_pids(),
-        vec![worker],
-        "the worker was replaced"
-    );
-}
-
-#[test]
-fn an_exception_while_streaming_closes_the_connection_mid_body() {
-    let server = Server::start(&["--chdir", "tests/apps", "broken:app"]);
-    let raw = exchange(
-        server.port(),
-        b"GET /during HTTP/1.1\r\nHost: t\r\n\r\n",
-        WAIT,
-    )
-    .expect("the server closes the connection");
-    let text = String::from_utf8_lossy(&raw);
-    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
-    assert!(text.contains("first part"), "{text}");
-    assert!(
-        find(&raw, b"\r\n0\r\n\r\n").is_none(),
-        "a failed body must not end like a complete one: {text}"
-    );
-    server.wait_for_line("Boom: raised while iterating", WAIT);
-    assert_eq!(http_get(server.port(), "/").text(), "ok\n");
-}
-
-#[test]
-fn header_values_with_newlines_never_reach_the_client() {
-    let server = Server::start(&["--chdir", "tests/apps", "broken:app"]);
-    let r = http_get(server.port(), "/bad-header");
-    assert_eq!(r.status, 500, "{r:?}");
-    assert!(
-        r.header("set-cookie").is_none() && r.header("x-injected").is_none(),
-        "{r:?}"
-    );
-    assert!(!r.text().contains("should not be sent"));
-}
-
-#[test]
-fn a_second_start_response_without_exc_info_is_an_error() {
-    let server = Server::start(&["--chdir", "tests/apps", "broken:app"]);
-    let r = http_get(server.port(), "/twice");
-    assert_eq!(r.status, 500, "{r:?}");
-}
-
-#[test]
-fn close_is_called_on_every_response_iterable() {
-    let server = Server::start(&["--chdir", "tests/apps", "closing:app"]);
-    let port = server.port();
-    for _ in 0..3 {
-        assert_eq!(http_get(port, "/").text(), "hello\n");
-    }
-    assert!(
-        common::poll(WAIT, || http_get(port, "/closed").text() == "closed=3\n"),
-        "close() calls: {}",
-        http_get(port, "/closed").text()
-    );
-    // A client that goes away mid-body: close() still runs.
-    let mut conn = Conn::open(port);
-    conn.send(b"GET /big?n=2000 HTTP/1.1\r\nHost: t\r\n\r\n");
-    conn.read_head();
-    drop(conn);
-    assert!(
-        common::poll(WAIT, || http_get(port, "/closed").text() == "closed=4\n"),
-        "close() not called after a disconnect: {}",
-        http_get(port, "/closed").text()
-    );
-}
-
-#[test]
-fn a_file_wrapper_response_is_sent_whole() {
-    let dir = common::TempDir::new("files");
-    let content: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(dir.path().join("blob.bin"), &content).expect("write the file to serve");
-    let server = Server::build(&["--chdir", "tests/apps", "files:app"])
-        .env(
-            "MINIGUN_TEST_FILES",
-            dir.path().to_str().expect("utf-8 temp path"),
-        )
-        .start();
-    let mut conn = Conn::open(server.port());
-    for _ in 0..2 {
-        conn.send(b"GET /blob.bin HTTP/1.1\r\nHost: t\r\n\r\n");
-        let r = conn.read_response("GET");
-        assert_eq!(r.status, 200);
-        assert_eq!(r.header("content-length"), Some("700000"));
+/// Reads exactly one response from a kept-alive connection (Content-Length or chunked body;
+/// no body for HEAD, 1xx, 204 and 304).
+fn read_one(stream: &mut TcpStream) -> Response {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while find(&raw, b"\r\n\r\n").is_none() {
+        let n = stream.read(&mut byte).expect("read head");
         assert!(
-            r.body == content,
-            "the file arrived altered ({} bytes)",
-            r.body.len()
+            n == 1,
+            "connection closed before a full head: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let status: u16 = head[9..12].parse().expect("status code");
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse::<usize>().expect("length"));
+    if status == 204 || status == 304 {
+        return parse_response(&raw).expect("head parses");
+    }
+    if let Some(len) = length {
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).expect("body");
+        raw.extend_from_slice(&body);
+    } else {
+        while !raw.ends_with(b"\r\n0\r\n\r\n") {
+            let n = stream.read(&mut byte).expect("read chunk");
+            assert!(n == 1, "connection closed inside a chunked body");
+            raw.push(byte[0]);
+        }
+    }
+    parse_response(&raw).expect("response parses")
+}
+
+fn send(port: u16, raw: &[u8]) -> Response {
+    let out = exchange(port, raw, Duration::from_secs(10)).expect("exchange");
+    parse_response(&out).unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&out)))
+}
+
+#[test]
+fn every_response_has_date_and_server() {
+    let server = proto(&[]);
+    let r = send(
+        server.port(),
+        b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "Hello, World!\n");
+    assert!(r.header("date").is_some_and(|d| d.ends_with(" GMT")));
+    assert_eq!(r.header("server"), Some("minigun"));
+    // A list body gets a Content-Length, not chunking.
+    assert_eq!(r.header("content-length"), Some("14"));
+}
+
+/// Requests the server must refuse, with the status RFC 9110/9112 gives and the rule each
+/// one breaks. None of them may reach the app: each targets `/closing?NAME`, and `/closed`
+/// lists the names the app saw.
+#[test]
+fn refuses_malformed_requests_without_calling_the_app() {
+    let server = proto(&[
+        "--limit-request-line",
+        "200",
+        "--limit-request-fields",
+        "10",
+        "--limit-request-field_size",
+        "100",
+    ]);
+    let port = server.port();
+    let cases: &[(&str, &[u8], u16)] = &[
+        ("§5.1 whitespace before colon", b"GET /closing?a HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+        ("§5.2 obs-fold", b"GET /closing?b HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400),
+        ("§2.2 bare LF", b"GET /closing?c HTTP/1.1\nHost: x\n\n", 400),
+        ("§6.1 CL with TE", b"POST /closing?d HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        ("§6.3 conflicting CL", b"POST /closing?e HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
+        ("§6.3 chunked not last", b"POST /closing?f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 400),
+        ("§6.1 unknown coding", b"POST /closing?g HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        ("§3.2 missing Host", b"GET /closing?h HTTP/1.1\r\n\r\n", 400),
+        ("§3.2 two Hosts", b"GET /closing?i HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        ("§2.3 HTTP/2.0 in HTTP/1 syntax", b"GET /closing?j HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        ("§3 request line too long", b"GET /closing?k0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789 HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        ("§5 field too long", b"GET /closing?l HTTP/1.1\r\nHost: x\r\nX: 012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890\r\n\r\n", 431),
+        ("§5 too many fields", b"GET /closing?m HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\nF: 1\r\nG: 1\r\nH: 1\r\nI: 1\r\nJ: 1\r\n\r\n", 431),
+        ("§5.5 NUL in value", b"GET /closing?n HTTP/1.1\r\nHost: x\r\nX: a\0b\r\n\r\n", 400),
+        ("§7.1 bad chunk size", b"POST /closing?o HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        ("RFC 9110 §10.1.1 unknown expectation", b"GET /closing?p HTTP/1.1\r\nHost: x\r\nExpect: tea\r\n\r\n", 417),
+    ];
+    for (rule, raw, status) in cases {
+        let out = exchange(port, raw, Duration::from_secs(10)).expect("exchange");
+        let r = parse_response(&out).unwrap_or_else(|e| panic!("{rule}: {e}"));
+        assert_eq!(r.status, *status, "{rule}: {:?}", r.text());
+        assert_eq!(r.header("connection"), Some("close"), "{rule}");
+        assert!(
+            !r.body.is_empty(),
+            "{rule}: error responses explain themselves"
         );
     }
-    assert_eq!(http_get(server.port(), "/missing").status, 404);
+    let closed = send(
+        port,
+        b"GET /closed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .text();
+    assert!(
+        closed.contains("\"closed\": []"),
+        "the app was called: {closed}"
+    );
+}
+
+#[test]
+fn the_rest_of_a_pipeline_after_an_error_is_not_processed() {
+    let server = proto(&[]);
+    let raw = b"GET /hello HTTP/1.1\r\nHost : bad\r\n\r\nGET /closing?after-error HTTP/1.1\r\nHost: x\r\n\r\n";
+    let out = exchange(server.port(), raw, Duration::from_secs(10)).expect("exchange");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+    let closed = send(
+        server.port(),
+        b"GET /closed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .text();
+    assert!(!closed.contains("after-error"), "{closed}");
+}
+
+#[test]
+fn bodiless_statuses_send_no_body() {
+    let server = proto(&[]);
+    let mut s = connect(server.port());
+    s.write_all(b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\nGET /not-modified HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let r204 = read_one(&mut s);
+    assert_eq!(r204.status, 204);
+    assert_eq!(r204.header("content-length"), None);
+    let r304 = read_one(&mut s);
+    assert_eq!(r304.status, 304);
+    assert_eq!(r304.header("transfer-encoding"), None);
+    assert_eq!(read_one(&mut s).text(), "Hello, World!\n");
+}
+
+#[test]
+fn app_errors_become_500_and_the_worker_stays_up() {
+    let server = proto(&[]);
+    let port = server.port();
+    let pids = server.wait_for_workers(1, common::WAIT);
+    for path in ["/raise-before", "/raise-after-start", "/twice", "/str-body"] {
+        let r = send(
+            port,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, 500, "{path}");
+    }
+    // Each failure is logged once, with its traceback.
+    server.wait_for_line("failure before start_response", common::WAIT);
+    assert_eq!(
+        server.count_lines("RuntimeError: failure before start_response"),
+        1
+    );
+    assert_eq!(server.worker_pids(), pids, "the worker survived");
+    assert_eq!(common::http_get(port, "/hello").status, 200);
+}
+
+#[test]
+fn a_failure_mid_body_never_looks_complete() {
+    let server = proto(&[]);
+    for path in ["/raise-mid", "/raise-mid-length"] {
+        let out = exchange(
+            server.port(),
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            Duration::from_secs(10),
+        )
+        .expect("exchange");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        // Chunked: no last chunk. Content-Length: fewer bytes than announced. Both closed.
+        assert!(
+            parse_response(&out).is_err(),
+            "{path} looked complete: {text}"
+        );
+    }
+}
+
+#[test]
+fn header_injection_is_refused_and_never_sent() {
+    let server = proto(&[]);
+    for path in ["/crlf-header", "/bad-status"] {
+        let out = exchange(
+            server.port(),
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            Duration::from_secs(10),
+        )
+        .expect("exchange");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 500"), "{text}");
+        assert!(!text.contains("evil") && !text.contains("X: y"), "{text}");
+    }
+}
+
+#[test]
+fn exc_info_replaces_the_status_before_the_head_is_sent() {
+    let server = proto(&[]);
+    let r = send(
+        server.port(),
+        b"GET /exc-info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("x-second"), Some("2"));
+    assert_eq!(r.header("x-first"), None);
+}
+
+#[test]
+fn close_is_called_even_when_it_raises() {
+    let server = proto(&[]);
+    let r = send(
+        server.port(),
+        b"GET /close-raises HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.text(), "body is complete\n");
+    server.wait_for_line("close() failed on purpose", common::WAIT);
+    let closed = send(
+        server.port(),
+        b"GET /closed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .text();
+    assert!(closed.contains("close-raises"), "{closed}");
+}
+
+#[test]
+fn write_callable_and_file_wrapper_deliver_every_byte() {
+    let server = proto(&[]);
+    let r = send(
+        server.port(),
+        b"GET /write HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.text(), "written, then returned\n");
+    let r = send(
+        server.port(),
+        b"GET /file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.header("content-length"), Some("1048576"));
+    let expected: Vec<u8> = (0..4096).flat_map(|_| 0..=255u8).collect();
+    assert!(r.body == expected, "file body differs");
+    let r = send(
+        server.port(),
+        b"GET /file-offset HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.body == expected[1000..], "file from offset differs");
 }

@@ -86,6 +86,8 @@ pub fn serve(py: Python<'_>, app: &App, cache: &mut ThreadCache, ex: Exchange<'_
         Framing::Length(n) => Some((None, n)),
         Framing::Chunked => Some((Some(app.body_limit), 0)),
     };
+    let continue_owed = (head.expect_continue && body.is_some())
+        .then(|| std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)));
     let input: Py<Input> = match body {
         None => app.empty_input.clone_ref(py),
         Some((chunked, length)) => {
@@ -95,7 +97,7 @@ pub fn serve(py: Python<'_>, app: &App, cache: &mut ThreadCache, ex: Exchange<'_
                 head.len,
                 chunked,
                 length,
-                head.expect_continue,
+                continue_owed.clone(),
                 app.io_timeout_ms,
             );
             match Py::new(py, Input::new(Some(reader))) {
@@ -108,6 +110,7 @@ pub fn serve(py: Python<'_>, app: &App, cache: &mut ThreadCache, ex: Exchange<'_
 
     let mut writer = Writer::new(ex.fd, head.minor, is_head, keep_alive, app.io_timeout_ms);
     writer.keep_headers = app.keep_response_headers;
+    writer.continue_owed = continue_owed;
     let finished = match env.set_item(pyo3::intern!(py, "wsgi.input"), &input) {
         Ok(()) => call_and_send(py, app, env, writer, &input),
         Err(e) => {

@@ -13,7 +13,8 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
@@ -64,8 +65,12 @@ pub struct BodyReader {
     kind: Kind,
     staged: Vec<u8>,
     staged_pos: usize,
-    /// `100 Continue` is owed before the first socket read.
-    pub expect_continue: bool,
+    /// `Some` when the client sent `Expect: 100-continue`: true while the `100 Continue` is still
+    /// owed. Shared with the response writer, which cancels it when the final response goes out
+    /// first (a 100 after the final status would corrupt the stream).
+    continue_owed: Option<Arc<AtomicBool>>,
+    /// We told the client to send the body.
+    sent_continue: bool,
     timeout_ms: i32,
     /// The first error, repeated on later reads: a broken body stays broken.
     pub error: Option<BodyError>,
@@ -79,7 +84,7 @@ impl BodyReader {
         head_len: usize,
         chunked: Option<u64>,
         length: u64,
-        expect_continue: bool,
+        continue_owed: Option<Arc<AtomicBool>>,
         timeout_ms: i32,
     ) -> BodyReader {
         BodyReader {
@@ -93,7 +98,8 @@ impl BodyReader {
             },
             staged: Vec::new(),
             staged_pos: 0,
-            expect_continue,
+            continue_owed,
+            sent_continue: false,
             timeout_ms,
             error: None,
         }
@@ -178,10 +184,15 @@ impl BodyReader {
 
     /// Reads more bytes from the client into `buf`, waiting up to the timeout.
     fn read_socket(&mut self, py: Python<'_>) -> Result<(), BodyError> {
-        if self.expect_continue {
-            self.expect_continue = false;
+        if self
+            .continue_owed
+            .as_ref()
+            .is_some_and(|owed| owed.swap(false, Ordering::AcqRel))
+        {
+            self.sent_continue = true;
             let fd = self.fd;
-            py.detach(|| write_all_blocking(fd, b"HTTP/1.1 100 Continue\r\n\r\n", self.timeout_ms))
+            let timeout = self.timeout_ms;
+            py.detach(|| write_all_blocking(fd, b"HTTP/1.1 100 Continue\r\n\r\n", timeout))
                 .map_err(|e| BodyError::Io(format!("cannot send 100 Continue: {e}")))?;
         }
         // Compact: drop consumed body bytes, keep the head for the access log.
@@ -280,7 +291,8 @@ impl BodyReader {
         if self.is_complete() {
             return true;
         }
-        if self.expect_continue || self.error.is_some() {
+        // A client still waiting for 100 Continue will not send the body: close instead.
+        if (self.continue_owed.is_some() && !self.sent_continue) || self.error.is_some() {
             return false;
         }
         let mut drained = 0u64;

@@ -17,7 +17,8 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -72,6 +73,8 @@ pub struct Writer {
     pub keep_headers: bool,
     /// The app's headers as (lower-case name, value), for `%({x}o)s`.
     pub headers: Vec<(String, String)>,
+    /// Shared with the body reader when the client expects `100 Continue` (see `input`).
+    pub continue_owed: Option<Arc<AtomicBool>>,
 }
 
 impl Writer {
@@ -93,6 +96,7 @@ impl Writer {
             broken: false,
             keep_headers: false,
             headers: Vec::new(),
+            continue_owed: None,
         }
     }
 
@@ -204,7 +208,23 @@ impl Writer {
     ///
     /// A HEAD response gets the framing headers a GET would get (RFC 9110 §9.3.2), but no body.
     fn finish_head(&mut self, known_length: Option<u64>) {
-        let length = self.content_length.or(known_length);
+        // The final response goes out while the client still waits for 100 Continue: it will not
+        // send the body (RFC 9110 §10.1.1), so this connection cannot carry another request.
+        if self
+            .continue_owed
+            .as_ref()
+            .is_some_and(|owed| owed.swap(false, Ordering::AcqRel))
+        {
+            self.keep_alive = false;
+        }
+        // A length we computed describes the body we are about to send; a 304 sends none, so
+        // only the app's own Content-Length (that of the selected representation) is kept.
+        let computed = if self.is_head || !self.body_forbidden() {
+            known_length
+        } else {
+            None
+        };
+        let length = self.content_length.or(computed);
         self.framing = if self.body_forbidden() {
             BodyFraming::NoBody
         } else if let Some(n) = length {
