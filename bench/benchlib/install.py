@@ -157,7 +157,9 @@ def collect_versions(setup):
     if shutil.which("nginx"):
         out = subprocess.run(["nginx", "-v"], capture_output=True, text=True)
         setup.versions["nginx"] = out.stderr.strip().split("/")[-1]
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.REPO,
+    # "-dirty" when the work tree has uncommitted changes: the figures then
+    # belong to code no commit has.
+    out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=paths.REPO,
                          capture_output=True, text=True)
     if out.returncode == 0:
         setup.versions["minigun"] = "git " + out.stdout.strip()

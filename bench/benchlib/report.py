@@ -76,7 +76,7 @@ def tables(summary, server_order, workload_order, config_order, reference, missi
             for sname, s in rows:
                 if s is None or not s["ok"]:
                     why = missing.get(sname) or (s["errors_text"][0] if s else "not run")
-                    lines.append(f"| {sname} | not measured: {_short(why)} |||||||||| ")
+                    lines.append(_row([sname, "not measured: " + _short(why)], 11))
                     continue
                 wt = f"{s['workers']} × {s['threads'] or 1}"
                 start = None if s["startup_s"] is None else s["startup_s"] * 1000
@@ -88,6 +88,12 @@ def tables(summary, server_order, workload_order, config_order, reference, missi
                     f"| {_fmt_mib(s['peak_rss_kib'])} | {_fmt_int(start)} |")
             lines.append("")
     return "\n".join(lines)
+
+
+def _row(cells, width):
+    """A markdown table row of ``width`` cells, the missing ones left empty."""
+    cells = list(cells) + [""] * (width - len(cells))
+    return "| " + " | ".join(cells) + " |"
 
 
 def _short(text, n=140):

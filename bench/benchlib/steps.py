@@ -188,7 +188,8 @@ def render(results, args, setup, duration):
     for name, res in results.items():
         runs = res["runs"]
         if not runs:
-            lines.append(f"| {name} | {res['how']} | not yet measured: {report._short(res.get('error', '?'), 120)} |||||| ")
+            lines.append(report._row([name, res["how"], "not yet measured: "
+                                      + report._short(res.get("error", "?"), 120)], 8))
             continue
         rps = statistics.median(r["rps"] for r in runs)
         alone = _latency_summary([s for r in runs for s in r["alone"]])
