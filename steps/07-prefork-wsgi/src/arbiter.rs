@@ -1,14 +1,14 @@
 //! The master process of step 07 (chapter 7), named after gunicorn's `arbiter.py`.
 //!
 //! It binds nothing and loads nothing itself: `main.rs` hands it the bound listener and the
-//! `module:app` text. It forks the workers (`crate::run_worker` is a worker's whole life),
+//! settings. It forks the workers (`crate::run_worker` is a worker's whole life),
 //! sleeps on the self-pipe, reaps and replaces workers that die, and stops them gracefully on
 //! SIGTERM or SIGINT.
 //!
 //! Left out: heartbeats and killing hung workers (`murder_workers`), reload on HUP, and
 //! TTIN/TTOU to change the worker count; minigun's `arbiter.rs` has all of them.
 
-use crate::{run_worker, sys, APP_LOAD_ERROR};
+use crate::{run_worker, sys, Config, APP_LOAD_ERROR};
 use std::io::{self, ErrorKind};
 use std::net::TcpListener;
 use std::os::unix::process::ExitStatusExt;
@@ -24,10 +24,8 @@ const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Arbiter {
     /// Bound once, before any fork, so every worker inherits the same listening socket.
     listener: TcpListener,
-    /// The `module:app` each worker loads after its fork.
-    app: String,
-    /// How many workers to keep running.
-    size: usize,
+    /// The settings, `module:app` and `--workers` among them; each worker gets a copy.
+    config: Config,
     /// Pids of the workers we forked and have not reaped yet.
     workers: Vec<libc::pid_t>,
     /// Set by the first TERM or INT: the moment we stop waiting and kill what is left.
@@ -38,12 +36,12 @@ pub struct Arbiter {
 // ANCHOR_END: arbiter
 
 impl Arbiter {
-    pub fn new(listener: TcpListener, app: String, size: usize) -> Arbiter {
-        let workers = Vec::with_capacity(size);
+    /// A master for `config.workers` workers, none forked yet (`run` does that).
+    pub fn new(listener: TcpListener, config: Config) -> Arbiter {
+        let workers = Vec::with_capacity(config.workers);
         Arbiter {
             listener,
-            app,
-            size,
+            config,
             workers,
             stopping: None,
             exit_code: 0,
@@ -85,9 +83,9 @@ impl Arbiter {
     // ANCHOR_END: arbiter-run
 
     // ANCHOR: manage-workers
-    /// Forks workers until there are `size` of them (none once we are stopping).
+    /// Forks workers until there are `--workers` of them (none once we are stopping).
     fn manage_workers(&mut self) {
-        while self.stopping.is_none() && self.workers.len() < self.size {
+        while self.stopping.is_none() && self.workers.len() < self.config.workers {
             if let Err(e) = self.spawn_worker() {
                 eprintln!("fork failed: {e}"); // tried again on the next pass, a second later
                 return;
@@ -99,7 +97,7 @@ impl Arbiter {
     fn spawn_worker(&mut self) -> io::Result<()> {
         match sys::fork()? {
             sys::Fork::Parent(pid) => self.workers.push(pid),
-            sys::Fork::Child => run_worker(&self.listener, &self.app),
+            sys::Fork::Child => run_worker(&self.listener, &self.config),
         }
         Ok(())
     }

@@ -1,56 +1,47 @@
 //! Step 07: a master process and a fixed set of worker processes sharing one listener.
 //!
-//! Chapter 7 of the book. The master binds the socket, forks `--workers` workers and then
-//! only supervises: it reaps a worker that dies and forks a new one, and on SIGTERM or SIGINT
-//! it asks every worker to finish its request and exit. Each worker starts its own Python
-//! after the fork, loads the app and accepts connections from the shared listener.
+//! The master binds the socket, forks `--workers` workers and from then on only supervises
+//! (`arbiter.rs`): it reaps a worker that dies and forks a new one, and on SIGTERM or SIGINT
+//! asks every worker to finish its request and exit. Each worker starts its own Python after
+//! the fork, loads the app and accepts from the shared listener (`run_worker` below).
+//! Chapter 7 of the book walks through it.
 //!
 //! Left out on purpose:
-//! - A worker serves one request per connection and one connection at a time (gunicorn's
-//!   sync worker). minigun's `worker.rs` keeps idle keep-alive connections in an epoll set and
+//! - A worker serves one request per connection, one connection at a time (gunicorn's sync
+//!   worker). minigun's `worker.rs` keeps idle keep-alive connections in an epoll set and
 //!   serves them from several threads.
-//! - No heartbeat: a worker stuck in the app forever is never replaced. minigun's
-//!   `arbiter.rs` kills workers whose heartbeat is older than `--timeout`.
-//! - No reload (HUP) or changing the worker count (TTIN/TTOU); minigun's `arbiter.rs` has both.
-//! - The request body is read whole (up to `MAX_BODY`) before the app runs, and the response
-//!   is buffered whole and sent with Content-Length. minigun streams both (`http/body.rs`,
-//!   `wsgi/` input stream, chunked responses in `http/response.rs`).
-//! - Chunked request bodies are refused with 501; minigun's `http/body.rs` decodes them.
+//! - No heartbeat: a worker stuck in the app forever is never replaced, and there is no
+//!   reload (HUP) or worker count change (TTIN/TTOU). minigun's `arbiter.rs` has all three.
+//! - The body is read whole before the app runs, and the app's answer is buffered whole and
+//!   sent with Content-Length. minigun streams both ways (`wsgi/` input, `http/response.rs`).
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod arbiter;
+mod http;
 mod sys;
 mod wsgi;
 
+use http::{HttpError, Request, Status};
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::thread;
-use std::time::Duration;
-
-/// Largest request head we buffer; a bigger one gets 431.
-const MAX_HEAD: usize = 8 * 1024;
-/// Largest request body we read into memory; a bigger one gets 413.
-const MAX_BODY: usize = 1024 * 1024;
-/// How long a read may stall, mid-request (408) or before the first byte (quiet close).
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Exit code of a worker that could not load the app (gunicorn's APP_LOAD_ERROR): the master
-/// stops instead of forking new workers that would fail the same way, forever.
-const APP_LOAD_ERROR: u8 = 4;
+use std::time::{Duration, Instant};
 
 /// What `--help` prints.
 const USAGE: &str = "\
 step07-prefork-wsgi: serve a Python WSGI app from a master and N pre-forked workers.
 
-Usage: step07-prefork-wsgi [-b HOST:PORT] [-w N] MODULE:APP
+Usage: step07-prefork-wsgi [-b HOST:PORT] [-w N] [-t SECS] MODULE:APP
 
 Arguments:
-  MODULE:APP            the WSGI callable to serve, e.g. hello:app, imported from the current
-                        directory (or from the virtualenv named by $VIRTUAL_ENV)
+  MODULE:APP                the WSGI callable to serve, e.g. hello:app, imported from the
+                            current directory (or the virtualenv named by $VIRTUAL_ENV)
 Options:
-  -b, --bind HOST:PORT  address to listen on (default 127.0.0.1:8000; port 0 picks a free one)
-  -w, --workers N       worker processes to keep running (default 1)
+  -b, --bind HOST:PORT      address to listen on (default 127.0.0.1:8000; port 0 picks one)
+  -t, --timeout SECS        time a client has to send a whole request (default 30)
+  -w, --workers N           worker processes to keep running (default 1)
   -h, --help            print this help and exit
 ";
 
@@ -58,20 +49,22 @@ Options:
 struct Config {
     /// Where to listen, as `HOST:PORT`.
     bind: String,
+    /// How long a client may take to send one whole request before it gets 408.
+    timeout: Duration,
+    /// How many worker processes the master keeps running.
+    workers: usize,
     /// The WSGI callable to load, as `module:attribute`.
     app: String,
-    /// How many worker processes the master keeps alive.
-    workers: usize,
 }
 
 // ANCHOR: parse-args
-/// Reads the flags and `MODULE:APP`. `Ok(None)` means `--help` was asked for; `Err` is a
-/// one-line message.
+/// Reads the flags and `MODULE:APP`. `Ok(None)` means `--help` was asked for; `Err` is a one-line message.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, String> {
     let mut config = Config {
         bind: "127.0.0.1:8000".to_string(),
-        app: String::new(),
+        timeout: Duration::from_secs(30),
         workers: 1,
+        app: String::new(),
     };
     while let Some(arg) = args.next() {
         // Both `--bind ADDR` and `--bind=ADDR` are accepted, as gunicorn does.
@@ -86,14 +79,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, 
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
             "-b" | "--bind" => config.bind = value()?,
-            "-w" | "--workers" => {
-                let n = value()?;
-                config.workers = n
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or(format!("{flag} needs a number above 0, not {n:?}"))?;
-            }
+            "-t" | "--timeout" => config.timeout = parse_seconds(&flag, &value()?)?,
+            "-w" | "--workers" => config.workers = parse_count(&flag, &value()?)?,
             _ if arg.starts_with('-') => return Err(format!("unknown flag {arg}")),
             _ if config.app.is_empty() => config.app = arg,
             _ => return Err(format!("unexpected argument {arg}")),
@@ -106,7 +93,26 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, 
 }
 // ANCHOR_END: parse-args
 
-// ANCHOR: main
+/// Reads a positive whole number such as `4`.
+fn parse_count(flag: &str, value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "{flag} needs a positive whole number, not {value:?}"
+        )),
+    }
+}
+
+/// Reads a positive number of seconds such as `30` or `0.25`.
+fn parse_seconds(flag: &str, value: &str) -> Result<Duration, String> {
+    match value.parse::<f64>().ok().map(Duration::try_from_secs_f64) {
+        Some(Ok(duration)) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!(
+            "{flag} needs a positive number of seconds, not {value:?}"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     let config = match parse_args(std::env::args().skip(1)) {
         Ok(Some(config)) => config,
@@ -119,6 +125,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // ANCHOR: bind
+    // One call does socket(2), bind(2) and listen(2). The kernel now queues incoming
+    // connections for us (the backlog) even while we are busy with another client.
     let listener = match TcpListener::bind(&config.bind) {
         Ok(listener) => listener,
         Err(e) => {
@@ -126,13 +135,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Ok(local) = listener.local_addr() else {
-        return ExitCode::FAILURE;
-    };
-    println!("Listening on http://{local}");
+    // With port 0 the kernel picked the port, so ask the socket which one it got.
+    match listener.local_addr() {
+        Ok(addr) => println!("Listening on http://{addr}"),
+        Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
+    }
+    // Tests and scripts read that line through a pipe, where stdout is not flushed by itself.
     let _ = io::stdout().flush();
-    // The master never starts Python: each worker does, after the fork (see `run_worker`).
-    let mut arbiter = arbiter::Arbiter::new(listener, config.app, config.workers);
+    // ANCHOR_END: bind
+    // The master never starts Python: each worker does, after its fork (`run_worker`).
+    let mut arbiter = arbiter::Arbiter::new(listener, config);
     match arbiter.run() {
         Ok(code) => code,
         Err(e) => {
@@ -141,12 +153,15 @@ fn main() -> ExitCode {
         }
     }
 }
-// ANCHOR_END: main
+
+/// Exit code of a worker that could not load the app (gunicorn's APP_LOAD_ERROR): the master
+/// stops instead of forking new workers that would fail the same way, forever.
+const APP_LOAD_ERROR: u8 = 4;
 
 // ANCHOR: run-worker
 /// A worker's whole life after the fork: its own signal pipe, its own Python and app, then
 /// accept and serve until the master says stop (or disappears).
-pub fn run_worker(listener: &TcpListener, spec: &str) -> ! {
+fn run_worker(listener: &TcpListener, config: &Config) -> ! {
     let master = sys::getppid();
     let wake = match sys::signal_pipe(&[libc::SIGTERM, libc::SIGINT]) {
         Ok(fd) => fd,
@@ -156,7 +171,7 @@ pub fn run_worker(listener: &TcpListener, spec: &str) -> ! {
         }
     };
     eprintln!("Booting worker with pid: {}", std::process::id());
-    let app = match wsgi::App::load(spec) {
+    let app = match wsgi::App::load(&config.app) {
         Ok(app) => app,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -187,7 +202,11 @@ pub fn run_worker(listener: &TcpListener, spec: &str) -> ! {
         }
         if ready[0] {
             match listener.accept() {
-                Ok((stream, _)) => handle_connection(stream, &app),
+                Ok((stream, peer)) => {
+                    if let Err(e) = handle_connection(stream, config, &app) {
+                        eprintln!("{peer}: {e}");
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {} // another worker won
                 Err(e) => {
                     eprintln!("accept failed: {e}");
@@ -201,203 +220,128 @@ pub fn run_worker(listener: &TcpListener, spec: &str) -> ! {
 }
 // ANCHOR_END: run-worker
 
+/// How long we keep reading (and dropping) after an error reply, see [`write_error`].
+const LINGER: Duration = Duration::from_secs(1);
+
 // ANCHOR: handle-connection
 /// Serves one request and closes the connection, as gunicorn's sync worker does: while a
 /// worker waited for a keep-alive client's next request, it could serve nobody else.
-fn handle_connection(mut stream: TcpStream, app: &wsgi::App) {
-    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
-    let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
-        return;
-    };
+fn handle_connection(mut stream: TcpStream, config: &Config, app: &wsgi::App) -> io::Result<()> {
     let mut buf = Vec::new();
-    let request = match read_request(&mut stream, &mut buf) {
-        Ok(Some(request)) => request,
-        Ok(None) => return, // closed or silent before the first byte
-        Err(e) => {
-            let _ = write_error(&mut stream, e.status());
-            return;
-        }
-    };
-    let response = app.call(&request, peer, local);
-    let _ = write_response(&mut stream, &response, false, request.method == "HEAD");
+    let deadline = Instant::now() + config.timeout;
+    match read_request(&mut stream, &mut buf, deadline) {
+        Ok(request) => respond(&mut stream, &request, false, app),
+        Err(HttpError::Closed) => Ok(()), // nobody left to answer
+        Err(HttpError::Io(e)) => Err(e),
+        Err(error) => write_error(stream, &error),
+    }
 }
 // ANCHOR_END: handle-connection
 
-/// Why a request could not be read; each maps to one status line.
-#[derive(Debug)]
-enum HttpError {
-    /// Malformed request line or header.
-    BadRequest,
-    /// The head grew past `MAX_HEAD`.
-    HeadTooLarge,
-    /// Content-Length above `MAX_BODY`.
-    BodyTooLarge,
-    /// `Transfer-Encoding` bodies are not supported by this step.
-    NotImplemented,
-    /// The client stalled in the middle of a request.
-    Timeout,
-}
-
-impl HttpError {
-    /// The status line sent for this error.
-    fn status(&self) -> &'static str {
-        match self {
-            HttpError::BadRequest => "400 Bad Request",
-            HttpError::HeadTooLarge => "431 Request Header Fields Too Large",
-            HttpError::BodyTooLarge => "413 Content Too Large",
-            HttpError::NotImplemented => "501 Not Implemented",
-            HttpError::Timeout => "408 Request Timeout",
-        }
-    }
-}
-
-/// A parsed request: head fields, raw header bytes, and the whole body.
-pub struct Request {
-    /// `GET`, `POST`, ...
-    pub method: String,
-    /// The request target as sent, e.g. `/search?q=rust`.
-    pub target: String,
-    /// `HTTP/1.0` or `HTTP/1.1`.
-    pub version: String,
-    /// Header names and values as sent (values may hold any byte but CR and LF).
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// Exactly Content-Length bytes.
-    pub body: Vec<u8>,
-}
-
 // ANCHOR: read-request
-/// Reads one request from `stream`; `buf` carries bytes of the next request between calls.
-fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Request>, HttpError> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let mut request = parse_head(&buf[..end + 2])?;
-            let length = content_length(&request)?;
-            let body_start = end + 4;
-            while buf.len() < body_start + length {
-                let n = read_some(stream, &mut chunk, false)?;
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            request.body = buf[body_start..body_start + length].to_vec();
-            buf.drain(..body_start + length);
-            return Ok(Some(request));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(HttpError::HeadTooLarge);
-        }
-        let n = read_some(stream, &mut chunk, buf.is_empty())?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
+/// Reads one whole request (head, then body) from `stream`, using `buf` for bytes read but
+/// not yet used. Fails with [`HttpError::Timeout`] once `deadline` has passed.
+fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<Request, HttpError> {
+    let (mut request, head_len) = read_head(stream, buf, deadline)?;
+    // The empty line ends the head, not the request: a body may follow (RFC 9112 §6).
+    let body_len = http::content_length(&request)?;
+    while buf.len() < head_len + body_len {
+        read_more(stream, buf, deadline)?;
     }
+    request.body = buf[head_len..head_len + body_len].to_vec();
+    // Whatever follows belongs to the next request, so only this request's bytes go.
+    buf.drain(..head_len + body_len);
+    Ok(request)
 }
 // ANCHOR_END: read-request
 
-/// One `read`. Between requests (`idle`), EOF or a timeout is a quiet `Ok(0)`; inside a
-/// request EOF is a 400 and a timeout a 408.
-fn read_some(stream: &mut TcpStream, chunk: &mut [u8], idle: bool) -> Result<usize, HttpError> {
+// ANCHOR: read-head
+/// Asks the parser about the bytes so far, and reads more for as long as it says `Partial`.
+/// Returns the request (without its body yet) and the length of its head in `buf`.
+fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(Request, usize), HttpError> {
     loop {
-        return match stream.read(chunk) {
-            Ok(0) if !idle => Err(HttpError::BadRequest),
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) if idle => Ok(0),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                Err(HttpError::Timeout)
-            }
-            Err(_) => Err(HttpError::BadRequest),
-        };
-    }
-}
-
-/// Parses the request line and header lines (RFC 9112 §3 and §5), each ending in CRLF.
-fn parse_head(head: &[u8]) -> Result<Request, HttpError> {
-    let mut lines = head
-        .split_inclusive(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r\n"));
-    let line = lines.next().flatten().ok_or(HttpError::BadRequest)?;
-    let line = std::str::from_utf8(line).map_err(|_| HttpError::BadRequest)?;
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(HttpError::BadRequest);
-    };
-    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
-    if !token(method) || !token(target) || !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
-        return Err(HttpError::BadRequest);
-    }
-    let mut headers = Vec::new();
-    for line in lines {
-        // A bare LF (no CR) or a line without a colon is malformed.
-        let line = line.ok_or(HttpError::BadRequest)?;
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(HttpError::BadRequest)?;
-        let name = std::str::from_utf8(&line[..colon]).map_err(|_| HttpError::BadRequest)?;
-        if !token(name) {
-            return Err(HttpError::BadRequest);
-        }
-        let value = line[colon + 1..].trim_ascii();
-        headers.push((name.to_string(), value.to_vec()));
-    }
-    let (method, target) = (method.to_string(), target.to_string());
-    let version = version.to_string();
-    Ok(Request {
-        method,
-        target,
-        version,
-        headers,
-        body: Vec::new(),
-    })
-}
-
-/// The body length (RFC 9112 §6.3): none without Content-Length; two different ones, or one
-/// that is not a number, is a 400.
-fn content_length(request: &Request) -> Result<usize, HttpError> {
-    let mut length = None;
-    for (name, value) in &request.headers {
-        if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(HttpError::NotImplemented);
-        }
-        if name.eq_ignore_ascii_case("content-length") {
-            let ok = !value.is_empty() && value.iter().all(u8::is_ascii_digit);
-            let text = std::str::from_utf8(value).ok().filter(|_| ok);
-            let n: usize = text
-                .and_then(|t| t.parse().ok())
-                .ok_or(HttpError::BadRequest)?;
-            if length.is_some_and(|old| old != n) {
-                return Err(HttpError::BadRequest);
-            }
-            length = Some(n);
+        match http::parse_head(buf)? {
+            Status::Complete(found) => return Ok(found),
+            Status::Partial => read_more(stream, buf, deadline)?,
         }
     }
-    match length {
-        Some(n) if n > MAX_BODY => Err(HttpError::BodyTooLarge),
-        n => Ok(n.unwrap_or(0)),
+}
+// ANCHOR_END: read-head
+
+// ANCHOR: read-more
+/// Appends whatever one `read` brings to `buf`, waiting no later than `deadline`.
+fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(), HttpError> {
+    // One deadline for the whole request rather than a fresh timeout per read: otherwise a
+    // client sending a byte every few seconds could hold us forever ("slowloris").
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(HttpError::Timeout);
+    }
+    stream.set_read_timeout(Some(left))?;
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk) {
+        Ok(0) => Err(HttpError::Closed),
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(())
+        }
+        // A read timeout shows up as WouldBlock on Unix and TimedOut on Windows.
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Err(HttpError::Timeout)
+        }
+        Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()), // a signal; just try again
+        Err(e) => Err(e.into()),
     }
 }
+// ANCHOR_END: read-more
 
-// ANCHOR: write-response
-/// Sends the app's response with our own framing: Content-Length is the length of the
-/// buffered body (for HEAD, the app's headers go out unchanged and no body follows).
-fn write_response(
+// ANCHOR: respond
+/// Answers a request with whatever the WSGI app makes of it.
+fn respond(
+    stream: &mut TcpStream,
+    request: &Request,
+    keep_alive: bool,
+    app: &wsgi::App,
+) -> io::Result<()> {
+    let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
+    let response = app.call(request, peer, local);
+    // RFC 9110 §9.3.2: HEAD gets the headers GET would get, but no body.
+    let head_only = request.method == "HEAD";
+    write_app_response(stream, &response, head_only, keep_alive)
+}
+// ANCHOR_END: respond
+
+// ANCHOR: write-app-response
+/// Sends the app's status and headers, then its body, framed by us: Content-Length is the
+/// length of the buffered body, and `Connection` is our decision, not the app's. For HEAD
+/// the app's own headers go out unchanged (its Content-Length included) with no body.
+fn write_app_response(
     stream: &mut TcpStream,
     response: &wsgi::Response,
-    keep_alive: bool,
     head_only: bool,
+    keep_alive: bool,
 ) -> io::Result<()> {
     let mut out = format!("HTTP/1.1 {}\r\n", response.status).into_bytes();
     for (name, value) in &response.headers {
         let framing = name.eq_ignore_ascii_case("content-length") && !head_only;
         if framing || name.eq_ignore_ascii_case("connection") {
-            continue; // we decide these two
+            continue;
         }
-        // PEP 3333: header values are latin-1 strings, one byte per character.
-        out.extend(name.bytes().chain(*b": "));
-        out.extend(value.chars().map(|c| c as u8).chain(*b"\r\n"));
+        // PEP 3333: header names and values are latin-1 strings, one byte per character.
+        out.extend(name.chars().chain(": ".chars()).map(|c| c as u8));
+        out.extend(value.chars().chain("\r\n".chars()).map(|c| c as u8));
     }
     if !head_only {
         out.extend(format!("Content-Length: {}\r\n", response.body.len()).bytes());
@@ -407,17 +351,50 @@ fn write_response(
     if !head_only {
         out.extend_from_slice(&response.body);
     }
+    // One write for head and body, as in step 02.
     stream.write_all(&out)
+}
+// ANCHOR_END: write-app-response
+
+// ANCHOR: write-response
+/// Writes status line, headers, empty line and (unless `head_only`) the body, in one write.
+/// The `Connection` header tells the client whether it may send another request.
+fn write_response(
+    stream: &mut TcpStream,
+    status: &str,
+    body: &str,
+    head_only: bool,
+    keep_alive: bool,
+) -> io::Result<()> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\n\
+         Connection: {connection}\r\n\
+         \r\n",
+        body.len()
+    );
+    if !head_only {
+        response.push_str(body);
+    }
+    stream.write_all(response.as_bytes())
 }
 // ANCHOR_END: write-response
 
-/// Answers a request we could not hand to the app, and lets the caller close.
-fn write_error(stream: &mut TcpStream, status: &str) -> io::Result<()> {
-    let body = format!("{status}\n");
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(format!("{head}{body}").as_bytes())
+// ANCHOR: write-error
+/// Tells the client why its request failed, then closes without destroying that answer.
+fn write_error(mut stream: TcpStream, error: &HttpError) -> io::Result<()> {
+    let (status, reason) = error.reply();
+    write_response(&mut stream, status, &format!("{reason}\n"), false, false)?;
+    // Closing while the client's bytes sit unread in our receive buffer makes the kernel send
+    // a reset (RST), and a reset can wipe our answer before the client reads it (RFC 9112
+    // §9.6). So shut our sending side first, then read and drop what still comes, briefly.
+    stream.shutdown(Shutdown::Write)?;
+    let (until, mut sink) = (Instant::now() + LINGER, Vec::new());
+    while read_more(&mut stream, &mut sink, until).is_ok() {
+        sink.clear(); // stops at the client's close, an error, or `until`
+    }
+    Ok(())
 }
+// ANCHOR_END: write-error

@@ -1,4 +1,4 @@
-//! The WSGI side of step 06 (chapter 5): load `module:app`, build the environ, call the app.
+//! The WSGI side of steps 05 to 07 (chapter 5): load `module:app`, build the environ, call the app.
 //!
 //! Everything that touches Python lives here, and each function takes the GIL only for the
 //! Python work; reading and writing sockets (in `main.rs`) happen without it.
@@ -7,7 +7,7 @@
 //! sendfile), a streaming `wsgi.input` (here a `BytesIO` over the whole body), and streaming
 //! the result (here collected into one buffer).
 
-use crate::Request;
+use crate::http::Request;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -110,7 +110,7 @@ impl App {
     }
     // ANCHOR_END: call-app
 
-    /// Flushes Python's `sys.stdout` and `sys.stderr`; a forked child calls this before it
+    /// Flushes Python's `sys.stdout` and `sys.stderr`. A forked child calls this before it
     /// exits, or whatever the app printed could be lost in their buffers.
     pub fn flush_output(&self) {
         Python::attach(|py| {
@@ -153,11 +153,15 @@ fn environ<'py>(
     env.set_item("SCRIPT_NAME", "")?;
     env.set_item("PATH_INFO", latin1(&percent_decode(path.as_bytes())))?;
     env.set_item("QUERY_STRING", query)?;
-    env.set_item("SERVER_PROTOCOL", &request.version)?;
+    env.set_item(
+        "SERVER_PROTOCOL",
+        format!("HTTP/1.{}", request.minor_version),
+    )?;
     env.set_item("SERVER_NAME", local.ip().to_string())?;
     env.set_item("SERVER_PORT", local.port().to_string())?;
     env.set_item("REMOTE_ADDR", peer.ip().to_string())?;
     env.set_item("REMOTE_PORT", peer.port().to_string())?;
+    // The parser gives names in lowercase and values already decoded as latin-1.
     for (name, value) in &request.headers {
         let key = match name.to_ascii_uppercase().replace('-', "_") {
             // Without this, `X_Forwarded_For` could pose as `X-Forwarded-For`.
@@ -165,11 +169,10 @@ fn environ<'py>(
             key if key == "CONTENT_TYPE" || key == "CONTENT_LENGTH" => key,
             key => format!("HTTP_{key}"),
         };
-        let value = latin1(value);
         // A repeated header becomes one value, joined with commas (RFC 9110 §5.3).
         let joined = match env.get_item(&key)? {
             Some(old) => format!("{},{value}", old.extract::<String>()?),
-            None => value,
+            None => value.clone(),
         };
         env.set_item(key, joined)?;
     }
