@@ -427,12 +427,14 @@ fn error_logfile_receives_the_error_log() {
     let mut text = String::new();
     let listening = common::poll(WAIT, || {
         text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("Listening at: ")
+        text.contains("Listening at: ") && text.contains("Booting worker with pid: ")
     });
     if !listening {
-        server.fail(&format!("no Listening line in {}: {text:?}", log.display()));
+        server.fail(&format!(
+            "no Listening and Booting lines in {}: {text:?}",
+            log.display()
+        ));
     }
-    assert!(text.contains("Booting worker with pid: "), "{text}");
     assert!(
         !server
             .stderr_lines()

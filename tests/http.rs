@@ -125,13 +125,15 @@ fn keeps_the_apps_content_length_and_chunks_otherwise() {
     assert!(r.header("date").is_some(), "no Date header: {r:?}");
     assert!(r.header("server").is_some(), "no Server header: {r:?}");
 
-    let server = echo_body(&[]);
-    let r = one_shot(
-        server.port(),
-        "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
-    );
-    assert_eq!(r.header("transfer-encoding"), Some("chunked"), "{r:?}");
-    assert_eq!(r.text(), "hi");
+    // A generator of unknown length on a keep-alive connection can only be framed by chunks.
+    let server = Server::start(&["--chdir", "tests/apps", "stream:app"]);
+    let mut conn = Conn::open(server.port());
+    for _ in 0..2 {
+        conn.send(b"GET /?chunks=3 HTTP/1.1\r\nHost: t\r\n\r\n");
+        let r = conn.read_response("GET");
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"), "{r:?}");
+        assert_eq!(r.text(), "chunk 0\nchunk 1\nchunk 2\n");
+    }
 }
 
 #[test]

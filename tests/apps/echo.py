@@ -3,6 +3,8 @@
     app   GET any path  -> the WSGI environ as JSON (plus pid and the app's view of sys)
     body  any method    -> the request body, read through wsgi.input, sent back as it came
     lines any method    -> the body read with readline(), iteration and read(n), as JSON
+    sized POST          -> reads CONTENT_LENGTH bytes with read(65536) as WebOb does, and says
+                           whether any read came back short before the end
 
 Module-level state records the pid that imported the module, so a test can tell whether the
 app was imported in the master (--preload) or in each worker.
@@ -62,5 +64,28 @@ def lines(environ, start_response):
     )
     return [body]
 
+
+def sized(environ, start_response):
+    """Reads the body in 64 KiB read(n) calls and reports the first short one before the end.
+
+    A file's read(n) returns n bytes unless the data ends first; WebOb (so Pyramid) relies on
+    it and takes a short read for a client that disconnected.
+    """
+    stream = environ["wsgi.input"]
+    expected = int(environ.get("CONTENT_LENGTH") or 0)
+    got = 0
+    short = None
+    while got < expected:
+        want = min(65536, expected - got)
+        data = stream.read(want)
+        if len(data) < want and short is None:
+            short = f"read({want}) gave {len(data)} bytes after {got} of {expected}"
+        if not data:
+            break
+        got += len(data)
+    text = f"read {got} bytes; short read: {short}\n"
+    body = text.encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
 
 application = app

@@ -540,7 +540,31 @@ pub fn exchange(port: u16, request: &[u8], timeout: Duration) -> Result<Vec<u8>,
 pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
     let head_end = find(raw, b"\r\n\r\n")
         .ok_or_else(|| format!("no end of head in {:?}", String::from_utf8_lossy(raw)))?;
-    let head = std::str::from_utf8(&raw[..head_end]).map_err(|e| format!("head: {e}"))?;
+    let mut response = parse_head(&raw[..head_end])?;
+    let rest = &raw[head_end + 4..];
+    let chunked = response
+        .header("transfer-encoding")
+        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"));
+    response.body = if chunked {
+        dechunk(rest)?
+    } else if let Some(length) = response.header("content-length") {
+        let length: usize = length
+            .parse()
+            .map_err(|_| format!("bad Content-Length {length:?}"))?;
+        if rest.len() < length {
+            return Err(format!("body cut short: {} of {length} bytes", rest.len()));
+        }
+        rest[..length].to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(response)
+}
+
+/// Parses a status line and headers (without the blank line) into a body-less [`Response`].
+pub fn parse_head(head: &[u8]) -> Result<Response, String> {
+    let head = std::str::from_utf8(head).map_err(|e| format!("head: {e}"))?;
+    let head = head.trim_end_matches("\r\n");
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let mut parts = status_line.splitn(3, ' ');
@@ -559,29 +583,11 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
             .ok_or_else(|| format!("bad header line {line:?}"))?;
         headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
     }
-    let rest = &raw[head_end + 4..];
-    let mut response = Response {
+    Ok(Response {
         status,
         headers,
         body: Vec::new(),
-    };
-    let chunked = response
-        .header("transfer-encoding")
-        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"));
-    response.body = if chunked {
-        dechunk(rest)?
-    } else if let Some(length) = response.header("content-length") {
-        let length: usize = length
-            .parse()
-            .map_err(|_| format!("bad Content-Length {length:?}"))?;
-        if rest.len() < length {
-            return Err(format!("body cut short: {} of {length} bytes", rest.len()));
-        }
-        rest[..length].to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(response)
+    })
 }
 
 /// Removes chunked framing (RFC 9112 §7.1); the input must hold the whole body.
@@ -850,7 +856,7 @@ impl Conn {
     /// no body for HEAD, 1xx, 204 and 304; else chunked, Content-Length, or until close.
     pub fn read_response(&mut self, method: &str) -> Response {
         let head = self.read_head();
-        let mut response = parse_response(head.as_bytes()).expect("a well-formed head");
+        let mut response = parse_head(head.as_bytes()).expect("a well-formed head");
         let bodiless = method == "HEAD" || matches!(response.status, 100..=199 | 204 | 304);
         response.body = if bodiless {
             Vec::new()
@@ -914,12 +920,15 @@ impl Conn {
 }
 
 /// The raw value of `"key": VALUE` in the JSON the fixtures print (`json.dumps` spacing):
-/// a number as digits, a string with its quotes. Enough for flat values without commas.
+/// a number as digits, a string with its quotes, a flat list with its brackets. Enough for
+/// the fixtures' values, which hold no escaped quotes or nested lists.
 pub fn json_field(json: &str, key: &str) -> Option<String> {
     let start = json.find(&format!("\"{key}\": "))? + key.len() + 4;
     let rest = &json[start..];
-    let end = if rest.starts_with('"') {
-        rest[1..].find('"')? + 2
+    let end = if let Some(string) = rest.strip_prefix('"') {
+        string.find('"')? + 2
+    } else if rest.starts_with('[') {
+        rest.find(']')? + 1
     } else {
         rest.find([',', '}']).unwrap_or(rest.len())
     };
