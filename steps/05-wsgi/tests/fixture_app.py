@@ -8,6 +8,7 @@ Paths:
   /error     raises, so the server must answer 500
   /slow      touches $FIXTURE_DIR/slow-started, sleeps one second, then answers
   /pid       the pid of the process that ran the app
+  /cpu       a few milliseconds of pure-Python arithmetic (holds the GIL throughout)
   /path/...  PATH_INFO encoded back to bytes as latin-1 (PEP 3333's round trip)
 
 Every response body is an iterable whose close() appends one line to
@@ -64,6 +65,10 @@ def app(environ, start_response):
         time.sleep(1)
         start_response("200 OK", text)
         return Body([b"slow done\n"], path)
+    if path == "/cpu":
+        total = sum(i * i for i in range(100_000))
+        start_response("200 OK", text)
+        return Body([f"{total}\n".encode()], path)
     if path == "/pid":
         start_response("200 OK", text)
         return Body([f"{os.getpid()}\n".encode()], path)

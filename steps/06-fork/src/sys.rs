@@ -76,7 +76,6 @@ fn status_message(status: &ffi::PyStatus) -> String {
     format!("Python failed to start: {}", msg.to_string_lossy())
 }
 
-// ANCHOR: fork
 /// Which side of a `fork` we are on.
 pub enum Fork {
     /// The original process; the value is the new child's pid.
@@ -85,6 +84,7 @@ pub enum Fork {
     Child,
 }
 
+// ANCHOR: fork
 /// Forks this process, following the protocol CPython's own `os.fork()` uses.
 ///
 /// The interpreter has locks of its own (the GIL, the import lock, allocator locks). A child

@@ -1,4 +1,5 @@
-//! The WSGI side of steps 05 to 07 (chapter 5): load `module:app`, build the environ, call the app.
+//! The WSGI side of steps 05 to 07 (chapter 5): load `module:app`, build the environ, call
+//! the app.
 //!
 //! Everything that touches Python lives here, and each function takes the GIL only for the
 //! Python work; reading and writing sockets (in `main.rs`) happen without it.
