@@ -256,6 +256,20 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     check_size(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
 }
 
+/// `read(2)` into the spare capacity of `buf` (at least `min_spare` bytes of it), growing its
+/// length by what was read. Unlike reading into a zero-filled slice, this never touches bytes
+/// the kernel is about to overwrite.
+pub fn read_into_spare(fd: RawFd, buf: &mut Vec<u8>, min_spare: usize) -> io::Result<usize> {
+    buf.reserve(min_spare);
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `spare` is valid for writes of `spare.len()` bytes; read(2) writes at most that
+    // many and reports how many.
+    let n = check_size(unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) })?;
+    // SAFETY: the kernel initialised the first `n` spare bytes (n <= spare.len()).
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 /// `write(2)` of `buf`; may write less than all of it.
 pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes. MSG_NOSIGNAL is not available for

@@ -195,6 +195,11 @@ struct Worker<'a> {
     /// Threads still running their loop.
     running: AtomicUsize,
     access: Option<AccessFormat>,
+    /// More than one thread: connections are registered EPOLLONESHOT, so the thread woken for
+    /// one owns it until it re-arms it. With one thread there is nobody to race with.
+    oneshot: bool,
+    /// The epoll events connections are registered with.
+    conn_events: u32,
 }
 
 /// Runs a worker until it is told to stop; returns the exit status.
@@ -314,6 +319,13 @@ pub fn run(setup: Setup<'_>) -> i32 {
             .accesslog
             .as_ref()
             .map(|_| AccessFormat::compile(&settings.access_log_format)),
+        oneshot: threads > 1,
+        conn_events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32
+            | if threads > 1 {
+                libc::EPOLLONESHOT as u32
+            } else {
+                0
+            },
     };
     setup.state.store(slot_state::BOOTED, Ordering::Release);
     worker.beat();
@@ -566,13 +578,16 @@ impl Worker<'_> {
         };
         match next {
             Next::Park => {
-                let events = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
                 let fd = conn.fd.as_raw_fd();
-                let armed = if conn.registered {
-                    self.epoll.modify(fd, events, token(idx, gen))
-                } else {
+                let armed = if !conn.registered {
                     conn.registered = true;
-                    self.epoll.add(fd, events, token(idx, gen))
+                    self.epoll.add(fd, self.conn_events, token(idx, gen))
+                } else if self.oneshot {
+                    self.epoll.modify(fd, self.conn_events, token(idx, gen))
+                } else {
+                    // One thread: the registration stays armed, level-triggered; parking costs
+                    // no system call.
+                    Ok(())
                 };
                 match self.slab.lock() {
                     Ok(mut slab) => {
@@ -600,13 +615,7 @@ impl Worker<'_> {
 
     /// Reads what is available into the connection buffer. `Ok(0)`: the client closed.
     fn fill(&self, conn: &mut Conn, want: usize) -> io::Result<usize> {
-        let len = conn.buf.len();
-        conn.buf.reserve(want.max(4096));
-        let cap = conn.buf.capacity();
-        conn.buf.resize(cap, 0);
-        let result = sys::read(conn.fd.as_raw_fd(), &mut conn.buf[len..]);
-        conn.buf.truncate(len + *result.as_ref().unwrap_or(&0));
-        result
+        sys::read_into_spare(conn.fd.as_raw_fd(), &mut conn.buf, want.max(4096))
     }
 
     /// Serves requests on `conn` until it must wait for bytes or close.

@@ -233,7 +233,7 @@ impl BodyReader {
         }
     }
 
-    /// Reads up to `size` bytes (all that is left when `None`).
+    /// Reads `size` bytes, fewer only when the body ends first (all that is left when `None`).
     pub fn read(&mut self, py: Python<'_>, size: Option<usize>) -> Result<Vec<u8>, BodyError> {
         let mut out = Vec::new();
         let limit = size.unwrap_or(usize::MAX);
@@ -245,10 +245,8 @@ impl BodyReader {
                 self.consume(take);
                 continue;
             }
-            // A sized read returns what is there once it has something, like a socket would.
-            if size.is_some() && !out.is_empty() {
-                break;
-            }
+            // Like a file (and unlike a socket), a sized read returns short only at the end of
+            // the body: frameworks such as WebOb take a short read for a disconnection.
             if !self.fill(py)? {
                 break;
             }
