@@ -9,8 +9,13 @@ its own stderr, so a test can wait until a request is really in the app instead 
 """
 
 import os
-import sys
 import time
+
+
+def _say(line):
+    """Writes one whole line to stderr in a single write(2), so lines from concurrent
+    requests cannot interleave the way print()'s separate writes of text and newline can."""
+    os.write(2, f"{line}\n".encode())
 
 
 def _reply(start_response, text):
@@ -30,11 +35,11 @@ def app(environ, start_response):
         query = environ.get("QUERY_STRING", "")
         seconds = float(query[2:]) if query.startswith("s=") else 1.0
         seconds = min(seconds, 30.0)
-        print(f"slow-app: sleeping {seconds}s pid={pid}", file=sys.stderr, flush=True)
+        _say(f"slow-app: sleeping {seconds}s pid={pid}")
         time.sleep(seconds)
         return _reply(start_response, f"slept pid={pid}\n")
     if path == "/hang":
-        print(f"slow-app: hanging pid={pid}", file=sys.stderr, flush=True)
+        _say(f"slow-app: hanging pid={pid}")
         time.sleep(3600)
         return _reply(start_response, "woke up\n")
     return _reply(start_response, f"pid={pid}\n")
