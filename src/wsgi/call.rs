@@ -75,7 +75,8 @@ pub fn serve(py: Python<'_>, app: &App, cache: &mut ThreadCache, ex: Exchange<'_
     let keep_alive = head.keep_alive && ex.may_keep_alive;
 
     // The environ is built while the head's bytes are still in the connection buffer.
-    let env = match environ::build(py, &app.templates, cache, &ex.client, ex.buf, head) {
+    let mut client = ex.client;
+    let env = match environ::build(py, &app.templates, cache, &mut client, ex.buf, head) {
         Ok(env) => env,
         Err(e) => return fail_early(py, ex.fd, app, head, &e),
     };
@@ -190,9 +191,21 @@ fn call_and_send(
             if let Err(e) = send_result(py, sr, &result) {
                 failure = Some(e);
             }
-            // PEP 3333: close() is called whatever happened, even on client disconnect.
-            if let Ok(true) = result.hasattr(pyo3::intern!(py, "close")) {
-                if let Err(e) = result.call_method0(pyo3::intern!(py, "close")) {
+            // PEP 3333: close() is called whatever happened, even on client disconnect. Lists
+            // and tuples have none; asking them anyway would raise and swallow an
+            // AttributeError on every request.
+            let plain =
+                result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
+            let close = if plain {
+                None
+            } else {
+                result
+                    .getattr_opt(pyo3::intern!(py, "close"))
+                    .ok()
+                    .flatten()
+            };
+            if let Some(close) = close {
+                if let Err(e) = close.call0() {
                     crate::error!(
                         "Error closing the response iterable:\n{}",
                         format_traceback(py, &e).trim_end()

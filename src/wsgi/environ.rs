@@ -126,6 +126,10 @@ impl Templates {
 pub struct ThreadCache {
     keys: HashMap<Vec<u8>, Py<PyString>>,
     path: Vec<u8>,
+    /// The last `Host` value seen and its SERVER_NAME/SERVER_PORT strings: clients send the
+    /// same one request after request.
+    host: Option<Vec<u8>>,
+    host_strings: Option<(Py<PyString>, Py<PyString>)>,
 }
 
 /// The connection facts the environ needs.
@@ -136,6 +140,8 @@ pub struct Client<'a> {
     pub port: &'a str,
     /// Which listener accepted the connection.
     pub listener: usize,
+    /// `addr` and `port` as Python strings, made on the connection's first request.
+    pub strings: &'a mut Option<(Py<PyString>, Py<PyString>)>,
 }
 
 /// Builds the environ for one request, all but `wsgi.input`.
@@ -143,7 +149,7 @@ pub fn build<'py>(
     py: Python<'py>,
     templates: &Templates,
     cache: &mut ThreadCache,
-    client: &Client<'_>,
+    client: &mut Client<'_>,
     buf: &[u8],
     head: &Head,
 ) -> PyResult<Bound<'py, PyDict>> {
@@ -161,43 +167,62 @@ pub fn build<'py>(
         },
     )?;
     // PATH_INFO is the decoded path, minus SCRIPT_NAME when the path lies under it.
-    percent_decode(head.path.of(buf), &mut cache.path);
-    let mut path: &[u8] = &cache.path;
+    let raw_path = head.path.of(buf);
+    let target = head.target.of(buf);
     let script = &templates.script_name;
-    if !script.is_empty()
-        && path.starts_with(script)
-        && matches!(path.get(script.len()), None | Some(b'/'))
-    {
-        path = &path[script.len()..];
-    }
-    env.set_item(intern!(py, "PATH_INFO"), latin1(py, path))?;
+    let path_info = if script.is_empty() && !raw_path.contains(&b'%') {
+        latin1(py, raw_path)
+    } else {
+        percent_decode(raw_path, &mut cache.path);
+        let mut path: &[u8] = &cache.path;
+        if !script.is_empty()
+            && path.starts_with(script)
+            && matches!(path.get(script.len()), None | Some(b'/'))
+        {
+            path = &path[script.len()..];
+        }
+        latin1(py, path)
+    };
+    // The common case `GET /path`: RAW_URI is the very same string.
+    let raw_uri = if target == raw_path && script.is_empty() && !raw_path.contains(&b'%') {
+        path_info.clone()
+    } else {
+        latin1(py, target)
+    };
+    env.set_item(intern!(py, "PATH_INFO"), path_info)?;
     if !head.query.is_empty() {
         env.set_item(intern!(py, "QUERY_STRING"), latin1(py, head.query.of(buf)))?;
     }
-    env.set_item(intern!(py, "RAW_URI"), latin1(py, head.target.of(buf)))?;
-    env.set_item(intern!(py, "REMOTE_ADDR"), client.addr)?;
+    env.set_item(intern!(py, "RAW_URI"), raw_uri)?;
+    let (addr, port) = client.strings.get_or_insert_with(|| {
+        (
+            PyString::new(py, client.addr).unbind(),
+            PyString::new(py, client.port).unbind(),
+        )
+    });
+    env.set_item(intern!(py, "REMOTE_ADDR"), addr.bind(py))?;
     if !client.port.is_empty() {
-        env.set_item(intern!(py, "REMOTE_PORT"), client.port)?;
+        env.set_item(intern!(py, "REMOTE_PORT"), port.bind(py))?;
     }
     if let Some(host) = head.host {
         let host = host.of(buf);
-        // `Host: name:port`; an IPv6 literal keeps its brackets in SERVER_NAME.
-        let (name, port) = match host.iter().rposition(|&b| b == b':') {
-            Some(i) if !host[i..].contains(&b']') => (&host[..i], Some(&host[i + 1..])),
-            _ => (host, None),
-        };
-        if !name.is_empty() {
-            env.set_item(intern!(py, "SERVER_NAME"), latin1(py, name))?;
-            let port: &[u8] = match port {
-                Some(p) => p,
-                None => b"80",
+        if cache.host.as_deref() != Some(host) {
+            // `Host: name:port`; an IPv6 literal keeps its brackets in SERVER_NAME.
+            let (name, port) = match host.iter().rposition(|&b| b == b':') {
+                Some(i) if !host[i..].contains(&b']') => (&host[..i], &host[i + 1..]),
+                _ => (host, &b"80"[..]),
             };
-            env.set_item(intern!(py, "SERVER_PORT"), latin1(py, port))?;
+            cache.host_strings =
+                (!name.is_empty()).then(|| (latin1(py, name).unbind(), latin1(py, port).unbind()));
+            cache.host = Some(host.to_vec());
+        }
+        if let Some((name, port)) = &cache.host_strings {
+            env.set_item(intern!(py, "SERVER_NAME"), name.bind(py))?;
+            env.set_item(intern!(py, "SERVER_PORT"), port.bind(py))?;
         }
     }
 
     let mut secure = false;
-    let trusted = templates.forwarded.trusts(client.addr);
     for h in &head.headers {
         let name = h.name.of(buf);
         let value = h.value.of(buf);
@@ -218,7 +243,7 @@ pub fn build<'py>(
             }
             continue;
         }
-        if trusted && is_secure_scheme_header(name, value) {
+        if is_secure_scheme_header(name, value) && templates.forwarded.trusts(client.addr) {
             secure = true;
         }
         let key = header_key(py, cache, name);
@@ -270,6 +295,23 @@ fn method<'py>(py: Python<'py>, m: &[u8]) -> Bound<'py, PyString> {
 
 /// `HTTP_` + the name upper-cased with `-` as `_`, from the per-thread cache.
 fn header_key<'py>(py: Python<'py>, cache: &mut ThreadCache, name: &[u8]) -> Bound<'py, PyString> {
+    macro_rules! common {
+        ($($name:literal => $key:literal),* $(,)?) => {
+            $(if name.eq_ignore_ascii_case($name) {
+                return intern!(py, $key).clone();
+            })*
+        };
+    }
+    common! {
+        b"host" => "HTTP_HOST",
+        b"user-agent" => "HTTP_USER_AGENT",
+        b"accept" => "HTTP_ACCEPT",
+        b"accept-encoding" => "HTTP_ACCEPT_ENCODING",
+        b"accept-language" => "HTTP_ACCEPT_LANGUAGE",
+        b"connection" => "HTTP_CONNECTION",
+        b"cookie" => "HTTP_COOKIE",
+        b"referer" => "HTTP_REFERER",
+    }
     if let Some(key) = cache.keys.get(name) {
         return key.bind(py).clone();
     }

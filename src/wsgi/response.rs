@@ -117,7 +117,8 @@ impl Writer {
             .map_err(|_| PyTypeError::new_err("status must be a str"))?;
         let status = status.to_cow()?;
         let code = check_status(&status)?;
-        let mut head = Vec::with_capacity(256);
+        let mut head = std::mem::take(&mut self.head);
+        head.clear();
         head.extend_from_slice(b"HTTP/1.1 ");
         head.extend_from_slice(status.as_bytes());
         if status.len() == 3 {
@@ -160,6 +161,7 @@ impl Writer {
             let value_bytes = latin1(&value).ok_or_else(|| {
                 PyValueError::new_err(format!("header {name:?} has a value that is not latin-1 or contains control characters"))
             })?;
+            let value_bytes: &[u8] = &value_bytes;
             // Hop-by-hop headers belong to the server (PEP 3333 §"Other HTTP Features"); the
             // one wish we honour is `Connection: close`.
             if name.eq_ignore_ascii_case("connection") {
@@ -182,7 +184,7 @@ impl Writer {
             }
             head.extend_from_slice(name.as_bytes());
             head.extend_from_slice(b": ");
-            head.extend_from_slice(&value_bytes);
+            head.extend_from_slice(value_bytes);
             head.extend_from_slice(b"\r\n");
             if self.keep_headers {
                 kept.push((name.to_ascii_lowercase(), value.into_owned()));
@@ -439,7 +441,15 @@ fn check_status(status: &str) -> PyResult<u16> {
 
 /// Encodes a header value as latin-1, refusing characters above U+00FF and control characters
 /// (CR and LF above all: they would let the app, or a client echoed by it, inject headers).
-fn latin1(value: &str) -> Option<Vec<u8>> {
+/// Printable ASCII, the common case, is borrowed as it is.
+fn latin1(value: &str) -> Option<std::borrow::Cow<'_, [u8]>> {
+    let bytes = value.as_bytes();
+    if bytes
+        .iter()
+        .all(|&b| (b' '..=b'~').contains(&b) || b == b'\t')
+    {
+        return Some(std::borrow::Cow::Borrowed(bytes));
+    }
     value
         .chars()
         .map(|c| {
@@ -450,7 +460,8 @@ fn latin1(value: &str) -> Option<Vec<u8>> {
                 Some(n as u8)
             }
         })
-        .collect()
+        .collect::<Option<Vec<u8>>>()
+        .map(std::borrow::Cow::Owned)
 }
 
 /// The `start_response` callable handed to the app.
@@ -608,7 +619,7 @@ mod tests {
 
     #[test]
     fn refuses_header_injection() {
-        assert_eq!(latin1("caf\u{e9}"), Some(b"caf\xe9".to_vec()));
+        assert_eq!(latin1("caf\u{e9}").as_deref(), Some(&b"caf\xe9"[..]));
         assert_eq!(latin1("a\r\nSet-Cookie: x"), None);
         assert_eq!(latin1("\u{20ac}"), None);
     }
