@@ -443,3 +443,17 @@ fn error_logfile_receives_the_error_log() {
         "the error log went to stderr as well as the file"
     );
 }
+
+#[test]
+fn loads_application_by_default_and_calls_factories() {
+    let server = Server::start(&["--chdir", "examples", "hello"]);
+    assert_eq!(http_get(server.port(), "/").text(), "Hello, World!\n");
+    drop(server);
+
+    let server = Server::start(&["--chdir", "tests/apps", "factory:create_app()"]);
+    assert_eq!(http_get(server.port(), "/").text(), "made by a factory\n");
+    drop(server);
+
+    let server = Server::start(&["--chdir", "tests/apps", "factory:create_app('hi there')"]);
+    assert_eq!(http_get(server.port(), "/").text(), "hi there\n");
+}

@@ -488,3 +488,64 @@ fn preload_imports_the_app_once_in_the_master() {
         "without --preload the worker {worker} imports the app: {text}"
     );
 }
+
+#[test]
+fn graceful_timeout_bounds_how_long_a_stop_waits() {
+    let server = Server::start(&[
+        "--chdir",
+        "tests/apps",
+        "--graceful-timeout",
+        "1",
+        "slow:app",
+    ]);
+    let port = server.port();
+    let client = thread::spawn(move || try_http_get(port, "/sleep?s=20"));
+    server.wait_for_line("slow-app: sleeping", WAIT);
+    let sent = Instant::now();
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(WAIT);
+    let took = sent.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after the graceful timeout"
+    );
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(8),
+        "with --graceful-timeout 1 the stop took {took:?}"
+    );
+    // The request that outlived the timeout is cut off rather than answered.
+    let answer = client.join().expect("client thread");
+    assert!(
+        answer.as_ref().map_or(true, |r| r.status >= 500),
+        "a request cut off by the graceful timeout got {answer:?}"
+    );
+}
+
+#[test]
+fn sighup_reloads_the_application_code() {
+    let dir = TempDir::new("reload");
+    let app = dir.path().join("reloadable.py");
+    let version = |v: &str| {
+        format!(
+            "def app(environ, start_response):\n    \
+             start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+             return [b'{v}\\n']\n"
+        )
+    };
+    std::fs::write(&app, version("version 1")).expect("write the app");
+    let dir_arg = dir.path().to_str().expect("utf-8 temp path");
+    let server = Server::start(&["--chdir", dir_arg, "-w", "2", "reloadable:app"]);
+    assert_eq!(http_get(server.port(), "/").text(), "version 1\n");
+
+    std::fs::write(&app, version("version 2")).expect("rewrite the app");
+    // Python may reuse a cached .pyc whose source mtime matches to the second; drop it.
+    let _ = std::fs::remove_dir_all(dir.path().join("__pycache__"));
+    server.signal(libc::SIGHUP);
+    let mut seen = String::new();
+    let reloaded = poll(WAIT, || {
+        seen = http_get(server.port(), "/").text();
+        seen == "version 2\n"
+    });
+    assert!(reloaded, "still serving {seen:?} after SIGHUP");
+}

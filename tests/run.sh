@@ -74,7 +74,7 @@ check() {
 }
 
 run_tests() {
-  cargo test --workspace 2>&1 | tee "$test_log"
+  cargo test --workspace --no-fail-fast 2>&1 | tee "$test_log"
   return "${PIPESTATUS[0]}"
 }
 
