@@ -70,10 +70,13 @@ pub struct Arbiter {
     /// A reload is waiting for the new generation to boot before retiring the old one.
     reloading: bool,
     rng: u64,
+    /// The directory minigun was started in (before `--chdir`), for re-reading the config.
+    start_dir: Option<std::path::PathBuf>,
 }
 
 /// Binds, boots the workers and supervises them until stopped. Returns the exit status.
 pub fn run(settings: Settings) -> i32 {
+    let start_dir = std::env::current_dir().ok();
     sys::umask(settings.umask);
     if let Err(e) = crate::log::configure(
         settings.loglevel,
@@ -162,6 +165,7 @@ pub fn run(settings: Settings) -> i32 {
         boot_failures: 0,
         spawn_after: 0,
         reloading: false,
+        start_dir,
         rng: sys::monotonic_ms() ^ (sys::getpid() as u64) << 20,
     };
     let code = arbiter.main_loop();
@@ -482,6 +486,7 @@ impl Arbiter {
     /// one retires gracefully once the new one serves.
     fn handle_hup(&mut self) {
         crate::info!("Hang up: Master");
+        self.reload_settings();
         for w in self.workers.values_mut() {
             if !w.stopping {
                 w.old = true;
@@ -489,6 +494,38 @@ impl Arbiter {
         }
         self.reloading = true;
         self.spawn_after = 0;
+    }
+
+    /// Reads the command line, `MINIGUN_CMD_ARGS` and the config file again, as gunicorn does on
+    /// HUP, so a changed worker count or timeout applies to the new generation. Listeners are
+    /// kept: the new workers inherit the sockets that are already bound.
+    fn reload_settings(&mut self) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let here = std::env::current_dir().ok();
+        // Paths on the command line are relative to where minigun was started.
+        if let Some(dir) = &self.start_dir {
+            let _ = std::env::set_current_dir(dir);
+        }
+        let parsed = crate::cli::parse(&args);
+        if let Some(dir) = here {
+            let _ = std::env::set_current_dir(dir);
+        }
+        match parsed {
+            Ok(crate::cli::Command::Run(new)) => {
+                let mut new = *new;
+                if new.bind != self.settings.bind {
+                    crate::warning!("Changed bind addresses apply only after a restart");
+                }
+                new.bind = self.settings.bind.clone();
+                new.preload_app = self.settings.preload_app;
+                new.chdir = self.settings.chdir.clone();
+                let _ = crate::log::configure(new.loglevel, None, None);
+                self.desired = new.workers;
+                self.settings = new;
+            }
+            Ok(crate::cli::Command::Print(_)) => {}
+            Err(e) => crate::error!("Keeping the current settings: {e}"),
+        }
     }
 
     /// TTIN: one worker more.
