@@ -256,12 +256,12 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     check_size(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
 }
 
-/// `read(2)` into the spare capacity of `buf` (at least `min_spare` bytes of it), growing its
-/// length by what was read. Unlike reading into a zero-filled slice, this never touches bytes
-/// the kernel is about to overwrite.
-pub fn read_into_spare(fd: RawFd, buf: &mut Vec<u8>, min_spare: usize) -> io::Result<usize> {
-    buf.reserve(min_spare);
-    let spare = buf.spare_capacity_mut();
+/// `read(2)` of at most `max` bytes into the spare capacity of `buf`, growing its length by what
+/// was read. Unlike reading into a zero-filled slice, this never touches bytes the kernel is
+/// about to overwrite.
+pub fn read_into_spare(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = &mut buf.spare_capacity_mut()[..max];
     // SAFETY: `spare` is valid for writes of `spare.len()` bytes; read(2) writes at most that
     // many and reports how many.
     let n = check_size(unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) })?;

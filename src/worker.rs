@@ -618,7 +618,12 @@ impl Worker<'_> {
 
     /// Reads what is available into the connection buffer. `Ok(0)`: the client closed.
     fn fill(&self, conn: &mut Conn, want: usize) -> io::Result<usize> {
-        sys::read_into_spare(conn.fd.as_raw_fd(), &mut conn.buf, want.max(4096))
+        let spare = conn.buf.capacity() - conn.buf.len();
+        sys::read_into_spare(
+            conn.fd.as_raw_fd(),
+            &mut conn.buf,
+            want.max(spare).max(4096),
+        )
     }
 
     /// Serves requests on `conn` until it must wait for bytes or close.

@@ -205,31 +205,35 @@ impl BodyReader {
             Kind::Length(remaining) => (*remaining as usize).min(READ_CHUNK),
             Kind::Chunked(_) => READ_CHUNK,
         };
-        let start = self.buf.len();
-        self.buf.resize(start + want, 0);
         let fd = self.fd;
         let timeout = self.timeout_ms;
-        let dst = &mut self.buf[start..];
-        let result = py.detach(|| read_blocking(fd, dst, timeout));
-        match result {
-            Ok(0) => {
-                self.buf.truncate(start);
-                Err(BodyError::Io(
-                    "client disconnected before the request body was complete".to_owned(),
-                ))
-            }
-            Ok(n) => {
-                self.buf.truncate(start + n);
-                Ok(())
-            }
-            Err(e) => {
-                self.buf.truncate(start);
-                Err(if e.kind() == io::ErrorKind::TimedOut {
-                    BodyError::Http(Error::Timeout)
-                } else {
-                    BodyError::Io(format!("error reading request body: {e}"))
+        // Bytes already waiting are taken with the GIL held; it is released only to wait.
+        let result = match sys::read_into_spare(fd, &mut self.buf, want) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let buf = &mut self.buf;
+                py.detach(|| loop {
+                    if !sys::poll_one(fd, sys::Ready::Read, timeout)? {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    match sys::read_into_spare(fd, buf, want) {
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                            ) => {}
+                        other => return other,
+                    }
                 })
             }
+            other => other,
+        };
+        match result {
+            Ok(0) => Err(BodyError::Io(
+                "client disconnected before the request body was complete".to_owned(),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(BodyError::Http(Error::Timeout)),
+            Err(e) => Err(BodyError::Io(format!("error reading request body: {e}"))),
         }
     }
 
@@ -309,22 +313,6 @@ impl BodyReader {
                 Ok(false) => return true,
                 Err(_) => return false,
             }
-        }
-    }
-}
-
-/// Reads into `buf`, waiting up to `timeout_ms` for the first byte.
-pub fn read_blocking(fd: RawFd, buf: &mut [u8], timeout_ms: i32) -> io::Result<usize> {
-    loop {
-        match sys::read(fd, buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !sys::poll_one(fd, sys::Ready::Read, timeout_ms)? {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
         }
     }
 }

@@ -310,7 +310,15 @@ impl Writer {
         }
         let fd = self.fd;
         let timeout = self.timeout_ms;
-        let result = py.detach(|| writev_all(fd, &mut iov, timeout));
+        // Try once holding the GIL: a socket with room takes the whole response at once, and
+        // releasing the GIL around a write that does not block would only invite another
+        // thread to take it (a context switch per request). Let go only to wait.
+        let mut slices: &mut [IoSlice<'_>] = &mut iov;
+        let result = match write_without_waiting(fd, &mut slices) {
+            Ok(true) => Ok(()),
+            Ok(false) => py.detach(|| writev_all(fd, slices, timeout)),
+            Err(e) => Err(e),
+        };
         match result {
             Ok(()) => {
                 self.body_sent += body.len() as u64;
@@ -403,6 +411,19 @@ impl Writer {
         }
         result
     }
+}
+
+/// Writes as much as the socket takes now; `Ok(true)` when everything went out.
+fn write_without_waiting(fd: RawFd, slices: &mut &mut [IoSlice<'_>]) -> io::Result<bool> {
+    while !slices.is_empty() {
+        match sys::writev(fd, slices) {
+            Ok(n) => IoSlice::advance_slices(slices, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Writes every slice, resuming after partial writes and waiting when the socket is full.
