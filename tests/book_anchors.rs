@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 /// The book's source folder, from the root of the `minigun` package.
 fn book_src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("book").join("src")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("book")
+        .join("src")
 }
 
 /// Every `.md` file under `dir`, sorted so failures come out in a stable order.
@@ -97,7 +99,10 @@ fn anchors_of(file: &Path, text: &str) -> Result<Vec<String>, Vec<String>> {
         }
     }
     for (name, line) in open {
-        problems.push(format!("{}:{line}: ANCHOR: {name} never ends", file.display()));
+        problems.push(format!(
+            "{}:{line}: ANCHOR: {name} never ends",
+            file.display()
+        ));
     }
     if problems.is_empty() {
         Ok(names)
@@ -144,7 +149,10 @@ fn every_include_names_an_existing_file_and_anchor() {
             checked += 1;
             let Ok(source) = fs::read_to_string(&include.file) else {
                 let file = include.file.display();
-                problems.push(format!("{}: includes {file}, which does not exist", include.at));
+                problems.push(format!(
+                    "{}: includes {file}, which does not exist",
+                    include.at
+                ));
                 continue;
             };
             let anchors = match anchors_of(&include.file, &source) {
@@ -158,7 +166,10 @@ fn every_include_names_an_existing_file_and_anchor() {
                 continue;
             };
             if selector.starts_with(|c: char| c.is_ascii_digit() || c == ':') {
-                problems.push(format!("{}: line numbers ({selector}); use an anchor", include.at));
+                problems.push(format!(
+                    "{}: line numbers ({selector}); use an anchor",
+                    include.at
+                ));
             } else if !anchors.contains(&selector) {
                 let file = include.file.display();
                 problems.push(format!("{}: no anchor {selector:?} in {file}", include.at));
@@ -166,7 +177,11 @@ fn every_include_names_an_existing_file_and_anchor() {
         }
     }
     problems.dedup();
-    assert!(problems.is_empty(), "broken includes:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "broken includes:\n{}",
+        problems.join("\n")
+    );
     assert!(checked > 0, "the book includes no code at all");
 }
 
@@ -180,11 +195,18 @@ fn every_relative_page_link_points_at_a_page() {
         let dir = page.parent().unwrap_or(Path::new("."));
         for (line, target) in md_links_in(&text) {
             if !dir.join(&target).is_file() {
-                problems.push(format!("{}:{line}: link to missing {target}", page.display()));
+                problems.push(format!(
+                    "{}:{line}: link to missing {target}",
+                    page.display()
+                ));
             }
         }
     }
-    assert!(problems.is_empty(), "broken links:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "broken links:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -194,7 +216,10 @@ fn the_checker_catches_what_it_claims_to() {
     let problems = anchors_of(Path::new("x.rs"), text).expect_err("three problems");
     assert_eq!(problems.len(), 3, "{problems:?}");
     let good = "// ANCHOR: a\nfn f() {}\n// ANCHOR_END: a\n";
-    assert_eq!(anchors_of(Path::new("x.rs"), good), Ok(vec!["a".to_string()]));
+    assert_eq!(
+        anchors_of(Path::new("x.rs"), good),
+        Ok(vec!["a".to_string()])
+    );
     // Escaped includes are skipped; others are parsed into path and selector.
     let page = Path::new("book/src/ch.md");
     let found = includes_in(page, "\\{{#include a.rs}} {{#include ../b.rs:here}}");
