@@ -202,6 +202,8 @@ struct Worker<'a> {
     oneshot: bool,
     /// The epoll events connections are registered with.
     conn_events: u32,
+    /// While accept(2) fails for lack of descriptors or memory: when to try again (ms), else 0.
+    accept_paused_until: AtomicU64,
 }
 
 /// Runs a worker until it is told to stop; returns the exit status.
@@ -269,18 +271,10 @@ pub fn run(setup: Setup<'_>) -> i32 {
         }
     };
     let mut listeners = Vec::new();
-    for (i, l) in setup.listeners.iter().enumerate() {
+    for l in setup.listeners {
         let fd = l.as_raw_fd();
-        // EPOLLEXCLUSIVE: of all the workers waiting on this socket, wake one, not all.
-        let registered = sys::set_nonblocking(fd, true).and_then(|()| {
-            epoll.add(
-                fd,
-                (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
-                TOKEN_LISTENER0 + i as u64,
-            )
-        });
-        if let Err(e) = registered {
-            crate::error!("Cannot watch listener {}: {e}", l.addr);
+        if let Err(e) = sys::set_nonblocking(fd, true) {
+            crate::error!("Cannot use listener {}: {e}", l.addr);
             return interpreter::WORKER_BOOT_ERROR;
         }
         listeners.push(fd);
@@ -328,7 +322,12 @@ pub fn run(setup: Setup<'_>) -> i32 {
             } else {
                 0
             },
+        accept_paused_until: AtomicU64::new(0),
     };
+    if let Err(e) = worker.watch_listeners() {
+        crate::error!("Cannot watch the listeners: {e}");
+        return interpreter::WORKER_BOOT_ERROR;
+    }
     setup.state.store(slot_state::BOOTED, Ordering::Release);
     worker.beat();
 
@@ -364,6 +363,16 @@ impl Worker<'_> {
             1 => Mode::Retiring,
             _ => Mode::Stopping,
         }
+    }
+
+    /// Adds the listeners to the epoll set. EPOLLEXCLUSIVE: of all the workers waiting on one
+    /// socket, the kernel wakes one, not all of them.
+    fn watch_listeners(&self) -> io::Result<()> {
+        for (i, &fd) in self.listeners.iter().enumerate() {
+            let events = (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32;
+            self.epoll.add(fd, events, TOKEN_LISTENER0 + i as u64)?;
+        }
+        Ok(())
     }
 
     /// Writes the heartbeat: the start of the oldest running request, or now.
@@ -433,7 +442,12 @@ impl Worker<'_> {
                     break;
                 }
             }
-            let timeout = if mode == Mode::Running { 1000 } else { 100 };
+            let paused = self.accept_paused_until.load(Ordering::Relaxed) != 0;
+            let timeout = if mode == Mode::Running && !paused {
+                1000
+            } else {
+                100
+            };
             if let Err(e) = self.epoll.wait(&mut events, 64, timeout) {
                 crate::error!("epoll_wait failed: {e}");
                 break;
@@ -490,8 +504,19 @@ impl Worker<'_> {
                     continue
                 }
                 Err(e) => {
-                    // EMFILE and friends: log, and let the next loop pass try again.
-                    crate::error!("accept() failed: {e}");
+                    // EMFILE and friends: the connection stays queued in the kernel. Stop
+                    // watching the listener for a moment instead of spinning on it, as
+                    // mini-redis backs off its accept loop.
+                    if self
+                        .accept_paused_until
+                        .swap(sys::monotonic_ms() + 100, Ordering::AcqRel)
+                        == 0
+                    {
+                        crate::error!("accept() failed: {e}; pausing accepts for 100 ms");
+                        for &fd in &self.listeners {
+                            let _ = self.epoll.delete(fd);
+                        }
+                    }
                     return;
                 }
             };
@@ -877,6 +902,19 @@ impl Worker<'_> {
     /// Once a second: close connections past their deadline; check on the arbiter.
     fn maybe_sweep(&self) {
         let now = sys::monotonic_ms();
+        let paused = self.accept_paused_until.load(Ordering::Acquire);
+        if paused != 0
+            && now >= paused
+            && self
+                .accept_paused_until
+                .compare_exchange(paused, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            && self.mode() == Mode::Running
+        {
+            if let Err(e) = self.watch_listeners() {
+                crate::error!("Cannot watch the listeners again: {e}");
+            }
+        }
         let due = self.next_sweep.load(Ordering::Relaxed);
         if now < due
             || self
