@@ -49,6 +49,9 @@ def parse_args(argv):
     p.add_argument("--no-setup", action="store_true", help="skip apt/pip/cargo (use what is there)")
     p.add_argument("--results", choices=("auto", "yes", "no"), default="auto",
                    help="rewrite bench/RESULTS.md (auto: only for a full default run)")
+    p.add_argument("--report", metavar="RUN.json",
+                   help="measure nothing: redo the tables from a raw bench/out/run-*.json "
+                        "(e.g. with another --reference)")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (2 if args.quick else 3)
@@ -95,6 +98,8 @@ def main(argv=None):
     signal.signal(signal.SIGHUP, interrupted)
 
     os.makedirs(os.path.join(paths.OUT, "logs"), exist_ok=True)
+    if args.report:
+        return rerender(args)
     setup = install.Setup()
     packages = ("minigun",) + (steps.PACKAGES if args.steps else ())
     if not args.no_setup:
@@ -196,8 +201,30 @@ def measure_plan(args, plan, setup, runs, log_dir, tmp_dir):
     print(f"measured in {(time.monotonic() - t0) / 60:.1f} min", file=sys.stderr)
 
 
+def rerender(args):
+    """--report: the tables again from a raw JSON file, without measuring."""
+    with open(args.report) as f:
+        data = json.load(f)
+    meta, runs = data["meta"], data["runs"]
+    meta["reference"] = args.reference
+    seen = lambda field, names: [n for n in names if any(r[field] == n for r in runs)
+                                 or (field == "server" and n in meta["missing"])]
+    s_names = seen("server", [s.name for s in servers.SERVERS])
+    w_names = seen("workload", [w.name for w in workloads.WORKLOADS])
+    c_names = seen("config", [c.name for c in workloads.CONFIGS])
+    md = render(meta, report.summarize(runs), s_names, w_names, c_names, meta["missing"],
+                args.reference)
+    print(md)
+    if args.results == "yes":
+        with open(paths.RESULTS_MD, "w") as f:
+            f.write(md)
+        print(f"wrote {os.path.relpath(paths.RESULTS_MD, paths.REPO)}", file=sys.stderr)
+    return 0
+
+
 def write_outputs(args, setup, runs, s_names, w_names, c_names, started, stamp):
     summary = report.summarize(runs)
+    loads = [r["loadavg_1m"] for r in runs if r.get("loadavg_1m") is not None]
     meta = {
         "date": started.strftime("%Y-%m-%d %H:%M"),
         "machine": report.machine(),
@@ -207,9 +234,10 @@ def write_outputs(args, setup, runs, s_names, w_names, c_names, started, stamp):
         "interrupted": getattr(args, "interrupted", False),
         "rounds": args.rounds, "duration_s": args.duration, "connections": args.connections,
         "reference": args.reference,
+        "loadavg_1m": [min(loads), max(loads)] if loads else None,
     }
     md = render(meta, summary, s_names, w_names, c_names, setup.missing, args.reference)
-    if meta["interrupted"]:
+    if meta.get("interrupted"):
         md = md.replace("<!-- ANCHOR: results -->", "<!-- ANCHOR: results -->\n**Interrupted: partial results.**\n", 1)
     print(md)
     base = os.path.join(paths.OUT, f"run-{stamp}")
@@ -244,6 +272,11 @@ def render(meta, summary, s_names, w_names, c_names, missing, reference):
         "Versions: " + ", ".join(f"{k} {val}" for k, val in sorted(v.items())) + ".",
         "",
     ]
+    if meta.get("loadavg_1m"):
+        lo, hi = meta["loadavg_1m"]
+        lines += [f"Load average (1 min) when each run started: {lo:.1f} to {hi:.1f} on {m['nproc']} cores"
+                  + (" — other work shared the machine, so read ratios and req/CPU-s rather than "
+                     "absolute req/s." if hi > 1.5 else "."), ""]
     if missing:
         lines.append("Not measured: " + "; ".join(f"{k} ({report._short(val, 200)})"
                                                    for k, val in sorted(missing.items())) + ".")

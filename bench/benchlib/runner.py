@@ -143,6 +143,7 @@ def measure(server, workload, config, duration=5, connections=64, log_dir=None, 
               "argv": argv, "log": os.path.relpath(log_path, paths.BENCH)}
     # In the pinned configuration the harness itself keeps to wrk's core, so
     # its sampling never steals the server's core; unpinned, it may use both.
+    record["loadavg_1m"] = load_average()
     set_affinity({int(WRK_CORE)} if config.pinned else None)
     proc = spawn(argv, config.pinned, log_path)
     proc.spawned_at = time.perf_counter()
@@ -178,6 +179,9 @@ def measure(server, workload, config, duration=5, connections=64, log_dir=None, 
             # Requests answered per CPU-second the server's tree used: the
             # steadier figure when wrk and the server share a small machine.
             req_per_cpu_s=(wrk["requests"] / cpu) if cpu > 0 else None,
+            # Cores the server kept busy: near 1.0 pinned means it was CPU-bound
+            # and had its core; well below, it waited (on wrk, on neighbours).
+            cpu_cores_used=cpu / seconds,
             peak_rss_kib=sampler.peak_tree_kib,
             peak_master_rss_kib=sampler.peak_root_kib,
             peak_worker_rss_kib=sampler.peak_worker_kib,
@@ -201,6 +205,15 @@ def tail(path, n=3):
         return "log: " + " | ".join(lines[-n:]) if lines else "log empty"
     except OSError:
         return "no log"
+
+
+def load_average():
+    """The 1-minute load average: above ~1 on this 2-core machine means other work is running."""
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError):
+        return None
 
 
 def set_affinity(cores):
