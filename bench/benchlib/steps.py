@@ -48,16 +48,16 @@ def candidates():
     """(name, cargo package, how it runs, argv builder) for each server in the comparison."""
     app = "bench_apps:hello"
     return [
-        ("step 03", "step03-parser", f"one connection at a time, --timeout {STEP_TIMEOUT_S}",
+        ("step 03", "step03-parser", f"one connection at a time, `--timeout {STEP_TIMEOUT_S}`",
          lambda port: [_step_bin("step03-parser"), "--bind", f"127.0.0.1:{port}",
                        "--timeout", STEP_TIMEOUT_S]),
-        ("step 04", "step04-thread-pool", f"thread pool (default 4 threads), --timeout {STEP_TIMEOUT_S}",
+        ("step 04", "step04-thread-pool", f"thread pool (default 4 threads), `--timeout {STEP_TIMEOUT_S}`",
          lambda port: [_step_bin("step04-thread-pool"), "--bind", f"127.0.0.1:{port}",
                        "--timeout", STEP_TIMEOUT_S]),
-        ("step 07", "step07-prefork-wsgi", "prefork WSGI, --workers 2",
+        ("step 07", "step07-prefork-wsgi", "prefork WSGI, `--workers 2`",
          lambda port: [_step_bin("step07-prefork-wsgi"), "--bind", f"127.0.0.1:{port}",
                        "--workers", "2", app]),
-        ("minigun", "minigun", "-w 1 --threads 1",
+        ("minigun", "minigun", "`-w 1 --threads 1`",
          lambda port: [paths.MINIGUN_BIN, "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", "1",
                        "--chdir", paths.APPS, app]),
     ]
