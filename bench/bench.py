@@ -20,7 +20,6 @@ import fnmatch
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 

@@ -9,7 +9,6 @@ reaped; its memory is the sum of VmRSS over the tree, sampled during the run.
 import os
 import signal
 import threading
-import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -8,7 +8,7 @@ has threads runs 32 on the workloads that want threads (the 10 ms sleep).
 
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import paths
 from .workloads import Workload

@@ -5,7 +5,7 @@ they differ in the app (a callable in ``bench/apps/bench_apps.py``) and in the
 request wrk sends.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
