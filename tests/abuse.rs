@@ -196,6 +196,13 @@ fn only_worker(server: &Server) -> u32 {
     workers[0]
 }
 
+/// Fails the test with `message` and the server's whole log unless `ok`.
+fn ensure(server: &Server, ok: bool, message: impl FnOnce() -> String) {
+    if !ok {
+        server.fail(&message());
+    }
+}
+
 /// One slowloris connection: what it sent, what came back, and when the server ended it.
 struct Trickle {
     stream: TcpStream,
@@ -461,26 +468,34 @@ fn a_stalled_large_body_is_answered_408_after_the_timeout_while_others_are_serve
         latencies.len(),
         latencies.iter().max()
     );
-    assert!(
-        reply.starts_with("HTTP/1.1 408 "),
-        "a stalled upload got {reply:?} after {:?}",
-        upload.ended_after
-    );
-    assert!(
+    ensure(&server, reply.starts_with("HTTP/1.1 408 "), || {
+        format!(
+            "a stalled upload got {reply:?} after {:?}",
+            upload.ended_after
+        )
+    });
+    ensure(
+        &server,
         upload.ended_after < Duration::from_secs(3 + 3),
-        "a stalled upload was cut off only after {:?}",
-        upload.ended_after
+        || {
+            format!(
+                "a stalled upload was cut off only after {:?}",
+                upload.ended_after
+            )
+        },
     );
-    assert!(failures.is_empty(), "normal requests failed: {failures:?}");
-    assert!(
+    ensure(&server, failures.is_empty(), || {
+        format!("normal requests failed: {failures:?}")
+    });
+    ensure(
+        &server,
         latencies.iter().all(|&l| l < Duration::from_secs(1)),
-        "normal requests waited behind the stalled upload: {latencies:?}"
+        || format!("normal requests waited behind the stalled upload: {latencies:?}"),
     );
-    assert_eq!(
-        server.worker_pids(),
-        vec![worker],
-        "the worker was replaced because of one slow client"
-    );
+    let workers = server.worker_pids();
+    ensure(&server, workers == vec![worker], || {
+        format!("worker {worker} was replaced by {workers:?} because of one slow client")
+    });
 }
 
 #[test]
@@ -518,36 +533,38 @@ fn a_trickled_large_body_is_cut_off_after_the_timeout_while_others_are_served() 
         latencies.len(),
         latencies.iter().max()
     );
-    assert!(
+    ensure(
+        &server,
         upload.ended_after < Duration::from_secs(3 + 3),
-        "a trickled upload was cut off only after {:?} ({} bytes sent); reply {reply:?}",
-        upload.ended_after,
-        upload.body_sent
+        || {
+            format!(
+                "a trickled upload was cut off only after {:?} ({} bytes sent); reply {reply:?}",
+                upload.ended_after, upload.body_sent
+            )
+        },
     );
-    assert!(
-        reply.is_empty() || reply.starts_with("HTTP/1.1 408 "),
-        "a trickled upload got {reply:?}"
-    );
-    assert!(failures.is_empty(), "normal requests failed: {failures:?}");
-    assert!(
+    ensure(&server, reply.starts_with("HTTP/1.1 408 "), || {
+        format!("a trickled upload got {reply:?}, not a 408")
+    });
+    ensure(&server, failures.is_empty(), || {
+        format!("normal requests failed: {failures:?}")
+    });
+    ensure(
+        &server,
         latencies.iter().all(|&l| l < Duration::from_secs(1)),
-        "normal requests waited behind the trickled upload: {latencies:?}"
+        || format!("normal requests waited behind the trickled upload: {latencies:?}"),
     );
-    assert_eq!(
-        bystander.request(hello).map(|r| r.status),
-        Ok(200),
-        "an idle keep-alive connection of the same worker did not survive the slow upload"
-    );
-    assert_eq!(
-        server.worker_pids(),
-        vec![worker],
-        "the worker was replaced because of one slow client"
-    );
-    assert_eq!(
-        server.count_lines("WORKER TIMEOUT"),
-        0,
-        "one slow uploader got the whole worker killed"
-    );
+    let again = bystander.request(hello).map(|r| r.status);
+    ensure(&server, again == Ok(200), || {
+        format!("an idle keep-alive connection of the same worker did not survive the slow upload: {again:?}")
+    });
+    let workers = server.worker_pids();
+    ensure(&server, workers == vec![worker], || {
+        format!("worker {worker} was replaced by {workers:?} because of one slow client")
+    });
+    ensure(&server, server.count_lines("WORKER TIMEOUT") == 0, || {
+        "one slow uploader got the whole worker killed".to_owned()
+    });
 }
 
 #[test]
