@@ -848,3 +848,73 @@ fn megabyte_heads_are_refused_and_closed_without_growing_the_worker() {
     );
     assert_eq!(server.worker_pids(), vec![worker]);
 }
+
+#[test]
+fn a_slow_download_does_not_get_the_worker_killed() {
+    const TIMEOUT: Duration = Duration::from_secs(3);
+    let server = Server::start(&[
+        "-w",
+        "1",
+        "--threads",
+        "2",
+        "--timeout",
+        "3",
+        "--keep-alive",
+        "30",
+        "--chdir",
+        "tests/apps",
+        "abuse_big:app",
+    ]);
+    let port = server.port();
+    let worker = only_worker(&server);
+    let hello = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut bystander = Client::connect(port, WAIT).expect("connect");
+    assert_eq!(bystander.request(hello).map(|r| r.status), Ok(200));
+
+    // A client on a slow link: 256 MiB read at about 1 MiB/s, for twice the timeout. Each
+    // write of the server waits well under the timeout; the response as a whole cannot end
+    // within it.
+    let downloader = thread::spawn(move || {
+        let mut c = Client::connect(port, WAIT).expect("connect");
+        c.stream
+            .write_all(b"GET /big?256 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let started = Instant::now();
+        let mut got = 0usize;
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut ended = None;
+        while started.elapsed() < 2 * TIMEOUT {
+            match c.stream.read(&mut chunk) {
+                Ok(0) => {
+                    ended = Some(started.elapsed());
+                    break;
+                }
+                Ok(n) => got += n,
+                Err(e) => {
+                    ended = Some(started.elapsed());
+                    eprintln!("download ended: {e}");
+                    break;
+                }
+            }
+            thread::sleep(Duration::from_millis(60));
+        }
+        (got, ended)
+    });
+    let (got, ended) = downloader.join().expect("downloader");
+    println!(
+        "slow download: {got} bytes in {:?}, ended by the server: {ended:?}",
+        2 * TIMEOUT
+    );
+
+    let again = bystander.request(hello).map(|r| r.status);
+    ensure(&server, again == Ok(200), || {
+        format!("an idle keep-alive connection of the same worker did not survive a slow download: {again:?}")
+    });
+    ensure(&server, server.count_lines("WORKER TIMEOUT") == 0, || {
+        "one slow downloader got the whole worker killed".to_owned()
+    });
+    let workers = server.worker_pids();
+    ensure(&server, workers == vec![worker], || {
+        format!("worker {worker} was replaced by {workers:?} because of one slow client")
+    });
+}
