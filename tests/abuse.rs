@@ -918,3 +918,125 @@ fn a_slow_download_does_not_get_the_worker_killed() {
         format!("worker {worker} was replaced by {workers:?} because of one slow client")
     });
 }
+
+#[test]
+fn connections_beyond_worker_connections_get_503_and_the_worker_recovers() {
+    const LIMIT: usize = 20;
+    let server = Server::start(&[
+        "-w",
+        "1",
+        "--worker-connections",
+        "20",
+        "--keep-alive",
+        "30",
+        "--chdir",
+        "tests/apps",
+        "proto:app",
+    ]);
+    let port = server.port();
+    let worker = only_worker(&server);
+    let hello = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n";
+    // Fill every slot with an idle keep-alive connection.
+    let held: Vec<Client> = (0..LIMIT)
+        .map(|i| {
+            let mut c = Client::connect(port, WAIT).expect("connect");
+            let status = c.request(hello).map(|r| r.status);
+            assert_eq!(status, Ok(200), "connection {i} of {LIMIT}");
+            c
+        })
+        .collect();
+    // One more is turned away at once, with an answer rather than silence.
+    let (result, took) = timed_get(port, "/hello");
+    println!("worker-connections {LIMIT}: the next connection got {result:?} in {took:?}");
+    assert_eq!(result, Ok(503), "a connection beyond --worker-connections");
+    assert!(took < Duration::from_secs(2), "the 503 took {took:?}");
+    // Once the idle ones go, the worker serves again.
+    drop(held);
+    let recovered = poll(WAIT, || matches!(timed_get(port, "/hello").0, Ok(200)));
+    ensure(&server, recovered, || {
+        "no 200 after the idle connections closed".to_owned()
+    });
+    assert_eq!(server.worker_pids(), vec![worker]);
+}
+
+/// CPU time `pid` has used so far (user + system), from /proc/PID/stat.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    let after = &stat[stat.rfind(')').expect("a command name") + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `after` starts at field 3.
+    let ticks: u64 =
+        fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+    // SAFETY: sysconf(3) reads no memory of ours.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+#[test]
+fn a_worker_out_of_file_descriptors_neither_spins_nor_dies_and_recovers() {
+    const FLOOD: usize = 200;
+    raise_fd_limit(4 * FLOOD as u64);
+    let server = Server::start(&[
+        "-w",
+        "1",
+        "--timeout",
+        "30",
+        "--chdir",
+        "tests/apps",
+        "proto:app",
+    ]);
+    let port = server.port();
+    let worker = only_worker(&server);
+    // Cap the worker at 64 open files, as a small ulimit would.
+    let cap = libc::rlimit {
+        rlim_cur: 64,
+        rlim_max: 64,
+    };
+    // SAFETY: prlimit(2) reads the new limit from `cap`, which lives on our stack, and writes
+    // nothing (old limit pointer is null); `worker` is a child of the server we started.
+    let rc = unsafe {
+        libc::prlimit(
+            worker as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &cap,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+
+    // Connections that never send a byte: the worker accepts until it runs out of files,
+    // and the rest wait in the listen queue.
+    let flood: Vec<TcpStream> = (0..FLOOD)
+        .map(|i| {
+            TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("flood {i}: {e}"))
+        })
+        .collect();
+    let cpu_before = cpu_time(worker);
+    let measured = Instant::now();
+    // A normal client queued behind the flood: it can be served only once files free up.
+    let queued = thread::spawn(move || timed_get(port, "/hello"));
+    // Two seconds out of descriptors: the worker must wait, not spin on accept(2).
+    thread::sleep(Duration::from_secs(2));
+    let cpu = cpu_time(worker).saturating_sub(cpu_before);
+    let wall = measured.elapsed();
+    let errors = server.count_lines("accept() failed") + server.count_lines("Too many open files");
+    println!("fd exhaustion: worker used {cpu:?} CPU in {wall:?}; {errors} error lines logged");
+    drop(flood);
+    let (result, took) = queued.join().expect("queued client");
+    println!("fd exhaustion: the queued request got {result:?} after {took:?}");
+    ensure(&server, result == Ok(200), || {
+        format!("the request queued behind the flood got {result:?} after {took:?}")
+    });
+    ensure(&server, cpu < wall / 2, || {
+        format!("the worker spun: {cpu:?} of CPU in {wall:?} while out of descriptors")
+    });
+    ensure(&server, errors < 100, || {
+        format!("{errors} error lines in two seconds out of descriptors")
+    });
+    assert!(poll(WAIT, || matches!(
+        timed_get(port, "/hello").0,
+        Ok(200)
+    )));
+    assert_eq!(server.worker_pids(), vec![worker]);
+}
