@@ -55,7 +55,9 @@ enum Stop {
 pub struct Arbiter {
     settings: Settings,
     listeners: Vec<Listener>,
-    slots: SharedSlots,
+    /// Leaked on purpose: the page lives as long as the process, and workers keep `'static`
+    /// references to their slots.
+    slots: &'static SharedSlots,
     workers: HashMap<Pid, WorkerInfo>,
     desired: usize,
     next_age: u64,
@@ -111,8 +113,8 @@ pub fn run(settings: Settings) -> i32 {
     }
     crate::info!("Using worker: threads ({} per worker)", settings.threads);
 
-    let slots = match SharedSlots::new(MAX_SLOTS * 2) {
-        Ok(s) => s,
+    let slots: &'static SharedSlots = match SharedSlots::new(MAX_SLOTS * 2) {
+        Ok(s) => Box::leak(Box::new(s)),
         Err(e) => {
             crate::error!("Cannot map the heartbeat page: {e}");
             return 1;
@@ -193,11 +195,11 @@ fn preload(settings: &Settings) -> Result<Py<PyAny>, i32> {
 }
 
 impl Arbiter {
-    fn heartbeat(&self, slot: usize) -> &std::sync::atomic::AtomicU64 {
+    fn heartbeat(&self, slot: usize) -> &'static std::sync::atomic::AtomicU64 {
         &self.slots.slots()[slot * 2]
     }
 
-    fn state(&self, slot: usize) -> &std::sync::atomic::AtomicU64 {
+    fn state(&self, slot: usize) -> &'static std::sync::atomic::AtomicU64 {
         &self.slots.slots()[slot * 2 + 1]
     }
 

@@ -269,11 +269,11 @@ mod tests {
 
     #[test]
     fn names_the_bad_flag() {
-        let e = run(&["--workers", "zero", "app:app"]).err().expect("error");
+        let e = run(&["--workers", "zero", "app:app"]).expect_err("error");
         assert!(e.0.contains("--workers") && e.0.contains("zero"), "{e}");
-        let e = run(&["--no-such-flag", "app:app"]).err().expect("error");
+        let e = run(&["--no-such-flag", "app:app"]).expect_err("error");
         assert!(e.0.contains("--no-such-flag"), "{e}");
-        let e = run(&["--workers"]).err().expect("error");
+        let e = run(&["--workers"]).expect_err("error");
         assert!(e.0.contains("expected one argument"), "{e}");
     }
 

@@ -145,9 +145,9 @@ pub struct Setting {
     pub doc: &'static str,
 }
 
-fn parse_num<T: std::str::FromStr>(v: &str, min: T, what: &str) -> Result<T, String>
+fn parse_num<T>(v: &str, min: T, what: &str) -> Result<T, String>
 where
-    T: PartialOrd + fmt::Display,
+    T: std::str::FromStr + PartialOrd + fmt::Display,
 {
     match v.trim().parse::<T>() {
         Ok(n) if n >= min => Ok(n),

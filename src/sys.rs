@@ -456,9 +456,9 @@ pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     };
     let fd = socket(family)?;
     setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    // SAFETY: all-zero sockaddr_in/sockaddr_in6 are valid values that we then fill in.
     let rc = match addr {
         SocketAddr::V4(a) => {
+            // SAFETY: an all-zero sockaddr_in is a valid value that we then fill in.
             let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = a.port().to_be();
@@ -473,6 +473,7 @@ pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
             }
         }
         SocketAddr::V6(a) => {
+            // SAFETY: an all-zero sockaddr_in6 is a valid value that we then fill in.
             let mut sin6: libc::sockaddr_in6 = unsafe { mem::zeroed() };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
@@ -578,9 +579,8 @@ impl Epoll {
         // SAFETY: epoll_create1 takes a flag integer.
         let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: the descriptor is new and ours.
-        Ok(Epoll {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Epoll { fd })
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {

@@ -25,7 +25,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
@@ -85,9 +85,9 @@ pub struct Setup<'a> {
     /// The listening sockets, inherited across fork.
     pub listeners: &'a [Listener],
     /// This worker's heartbeat slot.
-    pub heartbeat: &'a AtomicU64,
+    pub heartbeat: &'static AtomicU64,
     /// This worker's state slot.
-    pub state: &'a AtomicU64,
+    pub state: &'static AtomicU64,
     /// The arbiter's pid: if our parent changes, the arbiter is gone and we exit.
     pub ppid: sys::Pid,
     /// The app, when `--preload` imported it before the fork.
@@ -191,8 +191,10 @@ struct Worker<'a> {
     /// When a graceful stop must end (ms, monotonic); 0 = not stopping.
     stop_deadline: AtomicU64,
     requests: AtomicU64,
-    /// Per thread: when its current request started (ms), 0 when idle.
-    busy: Vec<AtomicU64>,
+    /// Per thread: when its current request started (ms), 0 when idle or waiting on its client.
+    /// Leaked: it lives as long as the worker process, and each thread keeps a `'static` handle
+    /// to its own slot (see [`waiting_on_client`]).
+    busy: &'static [AtomicU64],
     next_sweep: AtomicU64,
     /// Threads still running their loop.
     running: AtomicUsize,
@@ -204,6 +206,8 @@ struct Worker<'a> {
     conn_events: u32,
     /// While accept(2) fails for lack of descriptors or memory: when to try again (ms), else 0.
     accept_paused_until: AtomicU64,
+    /// Leader/followers coordination, with more than one thread.
+    lead: Option<Leadership>,
 }
 
 /// Runs a worker until it is told to stop; returns the exit status.
@@ -308,7 +312,7 @@ pub fn run(setup: Setup<'_>) -> i32 {
         mode: AtomicU8::new(Mode::Running as u8),
         stop_deadline: AtomicU64::new(0),
         requests: AtomicU64::new(0),
-        busy: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+        busy: Box::leak((0..threads).map(|_| AtomicU64::new(0)).collect()),
         next_sweep: AtomicU64::new(0),
         running: AtomicUsize::new(threads),
         access: settings
@@ -323,6 +327,7 @@ pub fn run(setup: Setup<'_>) -> i32 {
                 0
             },
         accept_paused_until: AtomicU64::new(0),
+        lead: (threads > 1).then(Leadership::new),
     };
     if let Err(e) = worker.watch_listeners() {
         crate::error!("Cannot watch the listeners: {e}");
@@ -377,17 +382,11 @@ impl Worker<'_> {
 
     /// Writes the heartbeat: the start of the oldest running request, or now.
     fn beat(&self) {
-        let now = sys::monotonic_ms();
-        let oldest = self
-            .busy
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .filter(|&t| t != 0)
-            .min()
-            .unwrap_or(now);
-        self.setup
-            .heartbeat
-            .store(oldest.min(now), Ordering::Release);
+        Pulse {
+            busy: self.busy,
+            heartbeat: self.setup.heartbeat,
+        }
+        .beat();
     }
 
     /// Stops accepting and switches to `mode`.
@@ -431,40 +430,93 @@ impl Worker<'_> {
     }
 
     fn thread_loop(&self, id: usize) {
+        let pulse = Pulse {
+            busy: self.busy,
+            heartbeat: self.setup.heartbeat,
+        };
+        THREAD_BUSY.with(|slot| slot.set(self.busy.get(id).map(|b| (b, pulse))));
         let mut cache = ThreadCache::default();
         let mut events: Vec<Event> = Vec::with_capacity(64);
+        // With several threads, only the leader waits for events; `epoch` is the term it
+        // leads in (see `Leadership`). One thread is always its own leader.
+        let mut epoch = if self.lead.is_some() { None } else { Some(0) };
         loop {
-            let mode = self.mode();
-            if mode != Mode::Running {
-                let open = self.slab.lock().map(|s| s.open).unwrap_or(0);
-                let deadline = self.stop_deadline.load(Ordering::Acquire);
-                if open == 0 || sys::monotonic_ms() >= deadline {
-                    break;
-                }
+            if self.finished() {
+                break;
             }
+            let Some(my_epoch) = epoch.or_else(|| self.lead.as_ref().and_then(|l| l.follow(self)))
+            else {
+                break;
+            };
+            epoch = Some(my_epoch);
+            MY_EPOCH.with(|e| e.set(my_epoch));
             let paused = self.accept_paused_until.load(Ordering::Relaxed) != 0;
-            let timeout = if mode == Mode::Running && !paused {
+            let timeout = if self.mode() == Mode::Running && !paused {
                 1000
             } else {
                 100
             };
-            if let Err(e) = self.epoll.wait(&mut events, 64, timeout) {
-                crate::error!("epoll_wait failed: {e}");
-                break;
-            }
-            self.beat();
-            for ev in &events {
-                match ev.token {
-                    TOKEN_SIGNALS => self.handle_signals(),
-                    t if t < TOKEN_CONN0 => {
-                        self.accept((t - TOKEN_LISTENER0) as usize, id, &mut cache)
-                    }
-                    t => self.ready(t, id, &mut cache),
+            // Events left over from the last batch first: after a takeover they are the old
+            // leader's, which it cannot serve while its slow request runs.
+            let pending = self.lead.as_ref().is_some_and(|l| l.has_pending());
+            if !pending {
+                if let Err(e) = self.epoll.wait(&mut events, 64, timeout) {
+                    crate::error!("epoll_wait failed: {e}");
+                    break;
+                }
+                self.beat();
+                if let Some(lead) = &self.lead {
+                    lead.push_pending(&events);
+                    events.clear();
                 }
             }
+            // One attach for the whole batch, not one per request. Everything below is
+            // non-blocking, and the few waits inside a request (a full socket, a body still
+            // arriving) release the GIL.
+            let mut serve = |token: u64| match token {
+                TOKEN_SIGNALS => self.handle_signals(),
+                t if t < TOKEN_CONN0 => self.accept((t - TOKEN_LISTENER0) as usize, id, &mut cache),
+                t => self.ready(t, id, &mut cache),
+            };
+            match &self.lead {
+                None if !events.is_empty() => Python::attach(|_py| {
+                    for ev in &events {
+                        serve(ev.token);
+                    }
+                }),
+                Some(lead) if pending || lead.has_pending() => Python::attach(|_py| {
+                    // One event at a time, and only while leading: a thread that lost the lead
+                    // to a takeover leaves the rest of the batch to the new leader.
+                    while lead.still_leader(my_epoch) {
+                        match lead.pop_pending() {
+                            Some(token) => serve(token),
+                            None => break,
+                        }
+                    }
+                }),
+                _ => {}
+            }
             self.maybe_sweep();
+            // A follower took over while this request ran long: follow from now on.
+            if let Some(lead) = &self.lead {
+                if !lead.still_leader(my_epoch) {
+                    epoch = None;
+                }
+            }
+        }
+        if let Some(lead) = &self.lead {
+            lead.shut_down();
         }
         self.running.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// True once a stopping worker has no connections left, or its graceful time is up.
+    fn finished(&self) -> bool {
+        if self.mode() == Mode::Running {
+            return false;
+        }
+        let open = self.slab.lock().map(|s| s.open).unwrap_or(0);
+        open == 0 || sys::monotonic_ms() >= self.stop_deadline.load(Ordering::Acquire)
     }
 
     fn handle_signals(&self) {
@@ -490,8 +542,12 @@ impl Worker<'_> {
         let Some(&lfd) = self.listeners.get(idx) else {
             return;
         };
-        // A bounded batch, so one busy worker leaves some connections to the others.
+        // A bounded batch, so one busy worker leaves some connections to the others; and none
+        // once the worker stops (a request just served may have reached --max-requests).
         for _ in 0..16 {
+            if self.mode() != Mode::Running {
+                return;
+            }
             let (fd, peer) = match sys::accept(lfd) {
                 Ok(c) => c,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -762,6 +818,13 @@ impl Worker<'_> {
     fn serve_request(&self, conn: &mut Conn, thread: usize, cache: &mut ThreadCache) -> bool {
         let started = Instant::now();
         self.busy[thread].store(sys::monotonic_ms().max(1), Ordering::Relaxed);
+        // Only the leader's requests are watched: an old leader finishing its last request
+        // after a takeover is no longer anyone's bottleneck.
+        let epoch = MY_EPOCH.with(|e| e.get());
+        let leading = self.lead.as_ref().filter(|lead| lead.still_leader(epoch));
+        if let Some(lead) = leading {
+            lead.request_started();
+        }
         let may_keep_alive = self.keepalive_ms > 0 && self.mode() == Mode::Running;
         let outcome = Python::attach(|py| {
             call::serve(
@@ -779,10 +842,14 @@ impl Worker<'_> {
                     buf: &mut conn.buf,
                     head: &conn.head,
                     may_keep_alive,
+                    deadline_ms: conn.deadline,
                 },
             )
         });
         self.busy[thread].store(0, Ordering::Relaxed);
+        if let Some(lead) = leading {
+            lead.request_finished(epoch, started.elapsed());
+        }
         self.beat();
         conn.served += 1;
         if let Some(format) = &self.access {
@@ -952,6 +1019,229 @@ impl Worker<'_> {
     }
 }
 
+/// How long the leader may be inside one request before its successor takes over the event
+/// loop: short enough that a slow request barely delays the connections behind it, long enough
+/// that a fast app never pays for a thread switch.
+const TAKEOVER_MS: u64 = 2;
+
+/// Leader/followers for `--threads > 1`.
+///
+/// Only the leader waits in epoll_wait and serves what it gets, so a fast app runs on one hot
+/// thread with no hand-off and no fight over the GIL. One follower, the successor, checks every
+/// [`TAKEOVER_MS`] whether the leader has been inside one request for longer than that; if so,
+/// it becomes the new leader and the old one, once its request is done, becomes a follower.
+/// When the app is slow on average (a database call, `time.sleep`), the leader hands over
+/// before each request instead of after a delay. The other followers sleep until needed.
+struct Leadership {
+    state: Mutex<LeadState>,
+    /// The successor waits here with a timeout.
+    successor: std::sync::Condvar,
+    /// The other followers wait here.
+    followers: std::sync::Condvar,
+    /// Bumped each time leadership changes hands; a thread leads while the epoch is its own.
+    epoch: AtomicU64,
+    /// When the leader's current request started (ms); 0 between requests; 1 asks the successor
+    /// to take over now.
+    leader_busy_since: AtomicU64,
+    /// Moving average of app call times (µs), to tell slow apps from fast ones.
+    app_time_us: AtomicU64,
+    /// The rest of the leader's last epoll batch, served one by one.
+    pending: Mutex<std::collections::VecDeque<u64>>,
+}
+
+#[derive(Default)]
+struct LeadState {
+    has_leader: bool,
+    has_successor: bool,
+    done: bool,
+}
+
+impl Leadership {
+    fn new() -> Leadership {
+        Leadership {
+            state: Mutex::new(LeadState::default()),
+            successor: std::sync::Condvar::new(),
+            followers: std::sync::Condvar::new(),
+            epoch: AtomicU64::new(0),
+            leader_busy_since: AtomicU64::new(0),
+            app_time_us: AtomicU64::new(0),
+            pending: Mutex::new(std::collections::VecDeque::with_capacity(64)),
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending.lock().is_ok_and(|p| !p.is_empty())
+    }
+
+    fn push_pending(&self, events: &[Event]) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.extend(events.iter().map(|e| e.token));
+        }
+    }
+
+    fn pop_pending(&self) -> Option<u64> {
+        self.pending.lock().ok()?.pop_front()
+    }
+
+    fn still_leader(&self, epoch: u64) -> bool {
+        self.epoch.load(Ordering::Acquire) == epoch
+    }
+
+    /// Waits until this thread leads; returns its epoch, or `None` when the worker is done.
+    fn follow(&self, worker: &Worker<'_>) -> Option<u64> {
+        let mut st = self.state.lock().ok()?;
+        loop {
+            if st.done || worker.finished() {
+                st.done = true;
+                self.successor.notify_all();
+                self.followers.notify_all();
+                return None;
+            }
+            if !st.has_leader {
+                st.has_leader = true;
+                return Some(self.epoch.fetch_add(1, Ordering::AcqRel) + 1);
+            }
+            if st.has_successor {
+                // Woken now and then to notice a stop.
+                st = self
+                    .followers
+                    .wait_timeout(st, Duration::from_millis(200))
+                    .ok()?
+                    .0;
+                continue;
+            }
+            st.has_successor = true;
+            loop {
+                if st.done || worker.finished() {
+                    st.has_successor = false;
+                    break;
+                }
+                // Checked before every wait, so a hand-over asked for before this thread
+                // became the successor is not missed.
+                let busy = self.leader_busy_since.load(Ordering::Acquire);
+                let stuck = busy != 0 && sys::monotonic_ms().saturating_sub(busy) >= TAKEOVER_MS;
+                if stuck || !st.has_leader {
+                    st.has_successor = false;
+                    st.has_leader = true;
+                    self.leader_busy_since.store(0, Ordering::Release);
+                    // Someone else becomes the successor.
+                    self.followers.notify_one();
+                    return Some(self.epoch.fetch_add(1, Ordering::AcqRel) + 1);
+                }
+                st = self
+                    .successor
+                    .wait_timeout(st, Duration::from_millis(TAKEOVER_MS))
+                    .ok()?
+                    .0;
+            }
+        }
+    }
+
+    /// Called by the leader as a request starts: note the time, or hand over at once when the
+    /// app is known to be slow.
+    fn request_started(&self) {
+        if self.app_time_us.load(Ordering::Relaxed) > TAKEOVER_MS * 1000 {
+            // Under the lock, so the successor cannot check and then miss the wake-up.
+            let _guard = self.state.lock();
+            self.leader_busy_since.store(1, Ordering::Release);
+            self.successor.notify_one();
+        } else {
+            self.leader_busy_since
+                .store(sys::monotonic_ms().max(2), Ordering::Release);
+        }
+    }
+
+    /// Called as a request ends, with how long the app took.
+    fn request_finished(&self, epoch_was: u64, took: Duration) {
+        let us = took.as_micros().min(u128::from(u32::MAX)) as u64;
+        let avg = self.app_time_us.load(Ordering::Relaxed);
+        self.app_time_us
+            .store(avg - avg / 8 + us / 8, Ordering::Relaxed);
+        if self.still_leader(epoch_was) {
+            self.leader_busy_since.store(0, Ordering::Release);
+        }
+    }
+
+    /// A thread leaves the loop: wake everyone so they notice.
+    fn shut_down(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.done = true;
+        }
+        self.successor.notify_all();
+        self.followers.notify_all();
+    }
+}
+
+/// What a thread needs to write the worker's heartbeat from anywhere, even from inside a wait
+/// on a slow client.
+#[derive(Clone, Copy)]
+struct Pulse {
+    busy: &'static [AtomicU64],
+    heartbeat: &'static AtomicU64,
+}
+
+impl Pulse {
+    /// The heartbeat's value: the start of the oldest request still in the app, or now. So the
+    /// arbiter sees a stale heartbeat when the loop has stopped, or when one request has been
+    /// inside the app for longer than `--timeout`.
+    fn beat(self) {
+        let now = sys::monotonic_ms();
+        let oldest = self
+            .busy
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .filter(|&t| t != 0)
+            .min()
+            .unwrap_or(now);
+        self.heartbeat.store(oldest.min(now), Ordering::Release);
+    }
+}
+
+thread_local! {
+    /// The epoch this thread leads (or last led) in; see `Leadership`.
+    static MY_EPOCH: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// This thread's heartbeat slot and the worker's pulse, for [`waiting_on_client`].
+    static THREAD_BUSY: std::cell::Cell<Option<(&'static AtomicU64, Pulse)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `wait` (a wait on the client: a body still arriving, a full send buffer) without it
+/// counting against the request in the heartbeat. `--timeout` kills a worker whose app is stuck;
+/// a slow client is not the app's fault and has deadlines of its own, so it must not get the
+/// whole worker, and every other client on it, killed. Waits inside call
+/// [`wait_for_client`], which keeps the heartbeat fresh.
+pub fn waiting_on_client<T>(wait: impl FnOnce() -> T) -> T {
+    let slot = THREAD_BUSY.with(|s| s.get());
+    let was_busy = slot.is_some_and(|(busy, pulse)| {
+        let was = busy.swap(0, Ordering::Relaxed) != 0;
+        pulse.beat();
+        was
+    });
+    let result = wait();
+    if let (Some((busy, _)), true) = (slot, was_busy) {
+        busy.store(sys::monotonic_ms().max(1), Ordering::Relaxed);
+    }
+    result
+}
+
+/// Waits up to `timeout_ms` for the client socket to become ready, in slices of at most half
+/// a second, writing the heartbeat between slices: a thread waiting on a slow client is alive
+/// even when it is the worker's only one. `Ok(false)` on timeout.
+pub fn wait_for_client(fd: RawFd, ready: sys::Ready, timeout_ms: i32) -> io::Result<bool> {
+    let deadline = sys::monotonic_ms() + timeout_ms.max(0) as u64;
+    loop {
+        if let Some((_, pulse)) = THREAD_BUSY.with(|s| s.get()) {
+            pulse.beat();
+        }
+        let left = deadline.saturating_sub(sys::monotonic_ms());
+        if sys::poll_one(fd, ready, left.min(500) as i32)? {
+            return Ok(true);
+        }
+        if left <= 500 {
+            return Ok(false);
+        }
+    }
+}
+
 /// Runs `decoder` over `data`; true when the whole chunked body is there.
 fn decode_all(decoder: &mut ChunkedDecoder, mut data: &[u8]) -> Result<bool, Error> {
     while !data.is_empty() && !decoder.is_done() {
@@ -964,7 +1254,8 @@ fn decode_all(decoder: &mut ChunkedDecoder, mut data: &[u8]) -> Result<bool, Err
     Ok(decoder.is_done())
 }
 
-/// A best-effort write of a short response on a non-blocking socket.
+/// A best-effort write of a short error response: whatever the socket takes at once. The
+/// connection closes right after, so nothing waits on a client that does not read.
 fn call_write(fd: RawFd, data: &[u8]) -> io::Result<()> {
-    crate::wsgi::input::write_all_blocking(fd, data, 1000)
+    sys::write(fd, data).map(drop)
 }

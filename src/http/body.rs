@@ -331,4 +331,34 @@ mod tests {
         );
         assert!(decode_in_pieces(b"a\r\n0123456789\r\n0\r\n\r\n", 3, 10).is_ok());
     }
+
+    #[test]
+    fn decodes_fuzz_corpus_edge_cases() {
+        // Cases the chunked fuzz target (fuzz/) leans on: a quoted extension holding `;` and
+        // an escaped quote, upper-case hex with leading zeros, data that looks like framing.
+        let input = b"5;a=\"x;\\\"y\"\r\nhello\r\n00A\r\n\r\n0\r\n\r\nabc\r\n0\r\n\r\n";
+        let (body, left) = decode_all_ways(input).expect("valid");
+        assert_eq!(body, b"hello\r\n0\r\n\r\nabc");
+        assert_eq!(left, 0);
+        for bad in [
+            &b"10000000000000005\r\n"[..],
+            b"0x5\r\n",
+            b"5;a=\"b\r\n",
+            b"0\r\n\n",
+        ] {
+            assert!(
+                matches!(decode_all_ways(bad), Err(Error::BadRequest(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    #[ignore = "F7: a trailer line without a colon is accepted"]
+    fn rejects_a_trailer_line_without_a_colon() {
+        // RFC 9112 §7.1.2: trailer fields are field-lines (tests/requests/invalid/056).
+        let got = decode_all_ways(b"0\r\nnot a field\r\n\r\n");
+        assert!(matches!(got, Err(Error::BadRequest(_))), "got {got:?}");
+    }
 }

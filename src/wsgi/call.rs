@@ -52,6 +52,9 @@ pub struct Exchange<'a> {
     pub head: &'a Head,
     /// False when the server wants the connection closed after this response (stopping).
     pub may_keep_alive: bool,
+    /// When the client must have sent the whole request, body included (ms, monotonic):
+    /// `--timeout` after its first byte.
+    pub deadline_ms: u64,
 }
 
 /// How the exchange ended.
@@ -99,7 +102,7 @@ pub fn serve(py: Python<'_>, app: &App, cache: &mut ThreadCache, ex: Exchange<'_
                 chunked,
                 length,
                 continue_owed.clone(),
-                app.io_timeout_ms,
+                ex.deadline_ms,
             );
             match Py::new(py, Input::new(Some(reader))) {
                 Ok(i) => i,
@@ -271,7 +274,9 @@ fn call_and_send(
             let response = simple_response(code, reason, body.as_bytes(), true);
             let fd = w.fd();
             let timeout = app.io_timeout_ms;
-            let _ = py.detach(|| write_all_blocking(fd, &response, timeout));
+            let _ = py.detach(|| {
+                crate::worker::waiting_on_client(|| write_all_blocking(fd, &response, timeout))
+            });
             w.status = code;
             w.body_sent = body.len() as u64;
             w.keep_alive = false;
@@ -398,7 +403,8 @@ fn fail_early(py: Python<'_>, fd: RawFd, app: &App, head: &Head, err: &PyErr) ->
         true,
     );
     let timeout = app.io_timeout_ms;
-    let _ = py.detach(|| write_all_blocking(fd, &response, timeout));
+    let _ = py
+        .detach(|| crate::worker::waiting_on_client(|| write_all_blocking(fd, &response, timeout)));
     Outcome {
         consumed: head.len,
         keep_alive: false,

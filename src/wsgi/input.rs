@@ -71,7 +71,9 @@ pub struct BodyReader {
     continue_owed: Option<Arc<AtomicBool>>,
     /// We told the client to send the body.
     sent_continue: bool,
-    timeout_ms: i32,
+    /// When the whole body must have arrived (ms, monotonic): a client trickling a body gets a
+    /// 408 at the request's deadline, however steadily it trickles.
+    deadline_ms: u64,
     /// The first error, repeated on later reads: a broken body stays broken.
     pub error: Option<BodyError>,
 }
@@ -85,7 +87,7 @@ impl BodyReader {
         chunked: Option<u64>,
         length: u64,
         continue_owed: Option<Arc<AtomicBool>>,
-        timeout_ms: i32,
+        deadline_ms: u64,
     ) -> BodyReader {
         BodyReader {
             fd,
@@ -100,7 +102,7 @@ impl BodyReader {
             staged_pos: 0,
             continue_owed,
             sent_continue: false,
-            timeout_ms,
+            deadline_ms,
             error: None,
         }
     }
@@ -182,18 +184,24 @@ impl BodyReader {
         }
     }
 
-    /// Reads more bytes from the client into `buf`, waiting up to the timeout.
+    /// Reads more bytes from the client into `buf`, waiting until the request's deadline.
     fn read_socket(&mut self, py: Python<'_>) -> Result<(), BodyError> {
+        let fd = self.fd;
         if self
             .continue_owed
             .as_ref()
             .is_some_and(|owed| owed.swap(false, Ordering::AcqRel))
         {
             self.sent_continue = true;
-            let fd = self.fd;
-            let timeout = self.timeout_ms;
-            py.detach(|| write_all_blocking(fd, b"HTTP/1.1 100 Continue\r\n\r\n", timeout))
-                .map_err(|e| BodyError::Io(format!("cannot send 100 Continue: {e}")))?;
+            // The client waited for our go-ahead: its clock restarts now.
+            let now = sys::monotonic_ms();
+            self.deadline_ms = now + self.deadline_ms.saturating_sub(now).max(1000);
+            py.detach(|| {
+                crate::worker::waiting_on_client(|| {
+                    write_all_blocking(fd, b"HTTP/1.1 100 Continue\r\n\r\n", 1000)
+                })
+            })
+            .map_err(|e| BodyError::Io(format!("cannot send 100 Continue: {e}")))?;
         }
         // Compact: drop consumed body bytes, keep the head for the access log.
         if self.pos > self.keep {
@@ -205,24 +213,35 @@ impl BodyReader {
             Kind::Length(remaining) => (*remaining as usize).min(READ_CHUNK),
             Kind::Chunked(_) => READ_CHUNK,
         };
-        let fd = self.fd;
-        let timeout = self.timeout_ms;
+        let deadline = self.deadline_ms;
         // Bytes already waiting are taken with the GIL held; it is released only to wait.
         let result = match sys::read_into_spare(fd, &mut self.buf, want) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let buf = &mut self.buf;
-                py.detach(|| loop {
-                    if !sys::poll_one(fd, sys::Ready::Read, timeout)? {
-                        return Err(io::ErrorKind::TimedOut.into());
-                    }
-                    match sys::read_into_spare(fd, buf, want) {
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                            ) => {}
-                        other => return other,
-                    }
+                py.detach(|| {
+                    crate::worker::waiting_on_client(|| loop {
+                        let left = deadline.saturating_sub(sys::monotonic_ms());
+                        if left == 0
+                            || !crate::worker::wait_for_client(
+                                fd,
+                                sys::Ready::Read,
+                                left.min(60_000) as i32,
+                            )?
+                        {
+                            if sys::monotonic_ms() >= deadline {
+                                return Err(io::ErrorKind::TimedOut.into());
+                            }
+                            continue;
+                        }
+                        match sys::read_into_spare(fd, buf, want) {
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                                ) => {}
+                            other => return other,
+                        }
+                    })
                 })
             }
             other => other,
@@ -324,7 +343,7 @@ pub fn write_all_blocking(fd: RawFd, mut data: &[u8], timeout_ms: i32) -> io::Re
         match sys::write(fd, data) {
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !sys::poll_one(fd, sys::Ready::Write, timeout_ms)? {
+                if !crate::worker::wait_for_client(fd, sys::Ready::Write, timeout_ms)? {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
             }

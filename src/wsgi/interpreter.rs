@@ -161,7 +161,7 @@ pub fn load_app(py: Python<'_>, spec: &str) -> Result<Py<PyAny>, String> {
         let is_app_error = err
             .get_type(py)
             .name()
-            .map(|n| n.to_string() == "AppImportError")
+            .map(|n| n == "AppImportError")
             .unwrap_or(false);
         if is_app_error {
             err.value(py).to_string()

@@ -316,7 +316,9 @@ impl Writer {
         let mut slices: &mut [IoSlice<'_>] = &mut iov;
         let result = match write_without_waiting(fd, &mut slices) {
             Ok(true) => Ok(()),
-            Ok(false) => py.detach(|| writev_all(fd, slices, timeout)),
+            Ok(false) => {
+                py.detach(|| crate::worker::waiting_on_client(|| writev_all(fd, slices, timeout)))
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -346,7 +348,11 @@ impl Writer {
                 let fd = self.fd;
                 let timeout = self.timeout_ms;
                 if py
-                    .detach(|| crate::wsgi::input::write_all_blocking(fd, LAST_CHUNK, timeout))
+                    .detach(|| {
+                        crate::worker::waiting_on_client(|| {
+                            crate::wsgi::input::write_all_blocking(fd, LAST_CHUNK, timeout)
+                        })
+                    })
                     .is_err()
                 {
                     self.broken = true;
@@ -389,20 +395,22 @@ impl Writer {
         let timeout = self.timeout_ms;
         let mut left = count;
         let result = py.detach(|| {
-            while left > 0 {
-                match sys::sendfile(fd, file_fd, &mut offset, left.min(1 << 30) as usize) {
-                    Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-                    Ok(n) => left -= n as u64,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if !sys::poll_one(fd, sys::Ready::Write, timeout)? {
-                            return Err(io::ErrorKind::TimedOut.into());
+            crate::worker::waiting_on_client(|| {
+                while left > 0 {
+                    match sys::sendfile(fd, file_fd, &mut offset, left.min(1 << 30) as usize) {
+                        Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                        Ok(n) => left -= n as u64,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if !crate::worker::wait_for_client(fd, sys::Ready::Write, timeout)? {
+                                return Err(io::ErrorKind::TimedOut.into());
+                            }
                         }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
                 }
-            }
-            Ok(())
+                Ok(())
+            })
         });
         self.body_sent += count - left;
         if result.is_err() {
@@ -433,7 +441,7 @@ fn writev_all(fd: RawFd, iov: &mut [IoSlice<'_>], timeout_ms: i32) -> io::Result
         match sys::writev(fd, slices) {
             Ok(n) => IoSlice::advance_slices(&mut slices, n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !sys::poll_one(fd, sys::Ready::Write, timeout_ms)? {
+                if !crate::worker::wait_for_client(fd, sys::Ready::Write, timeout_ms)? {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
             }
