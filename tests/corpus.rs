@@ -23,45 +23,7 @@ use common::{find, parse_head, repo_root, Conn, Response, Server, TempDir};
 /// Cases the server gets wrong today, each with the reason. They are skipped with a printed
 /// note (`CORPUS_RUN_KNOWN=1` runs them and says which now pass); the lead empties this list
 /// as fixes land.
-const KNOWN_FAILURES: &[(&str, &str)] = &[
-    (
-        "valid/078",
-        "`Transfer-Encoding: , chunked` is refused with 400; RFC 9110 §5.6.1.2 says a recipient \
-         MUST parse and ignore empty list elements",
-    ),
-    (
-        "valid/079",
-        "Expect: 100-continue with the body sent along: the whole body is read, but the answer \
-         says Connection: close because no 100 Continue was sent (wsgi/response.rs finish_head); \
-         nothing is owed once the body is complete, RFC 9112 §9.3 keeps the connection",
-    ),
-    (
-        "invalid/056",
-        "a trailer line without a colon is accepted; RFC 9112 §7.1.2 trailer fields are \
-         field-lines (name \":\" value)",
-    ),
-    (
-        "invalid/068",
-        "a head whose blank line is CR CR LF is not refused when seen: the scanner counts \"\\r\" \
-         as a header line and waits for more, so the client gets 408 after --timeout, not 400",
-    ),
-    (
-        "invalid/117",
-        "absolute-form target with userinfo is served (SERVER_NAME from the authority); RFC 9110 \
-         §4.2.4 says to treat userinfo in an http(s) URI as an error",
-    ),
-    (
-        "invalid/118",
-        "the absolute-form authority is not checked like a Host value, so `<` and `\"` reach \
-         SERVER_NAME; RFC 9112 §3.2.2 makes it replace Host, whose invalid values are a 400 \
-         (§3.2)",
-    ),
-    (
-        "invalid/128",
-        "`Host: example.com:http` is served (SERVER_PORT \"http\"); RFC 9112 §3.2 requires 400 \
-         for an invalid Host value and RFC 3986 port = *DIGIT",
-    ),
-];
+const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 /// How long any one read may wait.
 const READ_WAIT: Duration = Duration::from_secs(10);

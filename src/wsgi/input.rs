@@ -69,8 +69,6 @@ pub struct BodyReader {
     /// owed. Shared with the response writer, which cancels it when the final response goes out
     /// first (a 100 after the final status would corrupt the stream).
     continue_owed: Option<Arc<AtomicBool>>,
-    /// We told the client to send the body.
-    sent_continue: bool,
     /// When the whole body must have arrived (ms, monotonic): a client trickling a body gets a
     /// 408 at the request's deadline, however steadily it trickles.
     deadline_ms: u64,
@@ -101,7 +99,6 @@ impl BodyReader {
             staged: Vec::new(),
             staged_pos: 0,
             continue_owed,
-            sent_continue: false,
             deadline_ms,
             error: None,
         }
@@ -119,6 +116,10 @@ impl BodyReader {
     }
 
     fn consume(&mut self, n: usize) {
+        // The client sent body bytes without waiting for 100 Continue: none is owed any more.
+        if let Some(owed) = &self.continue_owed {
+            owed.store(false, Ordering::Release);
+        }
         match &mut self.kind {
             Kind::Length(remaining) => {
                 self.pos += n;
@@ -192,7 +193,6 @@ impl BodyReader {
             .as_ref()
             .is_some_and(|owed| owed.swap(false, Ordering::AcqRel))
         {
-            self.sent_continue = true;
             // The client waited for our go-ahead: its clock restarts now.
             let now = sys::monotonic_ms();
             self.deadline_ms = now + self.deadline_ms.saturating_sub(now).max(1000);
@@ -313,7 +313,11 @@ impl BodyReader {
             return true;
         }
         // A client still waiting for 100 Continue will not send the body: close instead.
-        if (self.continue_owed.is_some() && !self.sent_continue) || self.error.is_some() {
+        let still_owed = self
+            .continue_owed
+            .as_ref()
+            .is_some_and(|owed| owed.load(Ordering::Acquire));
+        if still_owed || self.error.is_some() {
             return false;
         }
         let mut drained = 0u64;
