@@ -131,6 +131,21 @@ pub fn setuid(uid: u32) -> io::Result<()> {
     check(unsafe { libc::setuid(uid) }).map(drop)
 }
 
+/// Sets the supplementary groups (privilege drop: a worker must not keep root's groups).
+pub fn setgroups(groups: &[u32]) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `groups`, which outlives the call; gid_t is u32.
+    check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) }).map(drop)
+}
+
+/// The primary group of a user id, from the password database.
+pub fn primary_gid(uid: u32) -> Option<u32> {
+    // SAFETY: getpwuid returns a pointer into static storage that we read at once; the arbiter
+    // and a freshly forked worker are single-threaded when they call this.
+    let pw = unsafe { libc::getpwuid(uid) };
+    // SAFETY: a non-null result points at a valid passwd record.
+    NonNull::new(pw).map(|pw| unsafe { pw.as_ref().pw_gid })
+}
+
 /// The effective user id.
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid(2) cannot fail.

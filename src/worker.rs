@@ -231,17 +231,38 @@ pub fn run(setup: Setup<'_>) -> i32 {
     }
     let _ = sys::ignore_signal(libc::SIGPIPE);
 
-    // Drop privileges once the sockets are ours.
-    if let Some(gid) = settings.group {
-        if let Err(e) = sys::setgid(gid) {
-            crate::error!("Cannot switch to group {gid}: {e}");
+    // The interpreter starts with the arbiter's rights (its standard library may live where
+    // only they can read it, as under /root/.pyenv); the app is imported after the drop, as
+    // gunicorn imports it in the worker after set_owner_process.
+    if setup.preloaded.is_none() {
+        if let Err(e) = interpreter::start(settings) {
+            crate::error!("{e}");
             return interpreter::WORKER_BOOT_ERROR;
         }
+        // The loader's own modules, while the standard library is surely readable.
+        Python::attach(|py| {
+            for module in ["ast", "importlib", "traceback"] {
+                let _ = py.import(module);
+            }
+        });
     }
-    if let Some(uid) = settings.user {
-        if let Err(e) = sys::setuid(uid) {
-            crate::error!("Cannot switch to user {uid}: {e}");
-            return interpreter::WORKER_BOOT_ERROR;
+    // Drop privileges: groups first (supplementary ones included,
+    // or the worker would keep root's), then the user.
+    if settings.user.is_some() || settings.group.is_some() {
+        let gid = settings
+            .group
+            .or_else(|| settings.user.and_then(sys::primary_gid));
+        if let Some(gid) = gid {
+            if let Err(e) = sys::setgroups(&[gid]).and_then(|()| sys::setgid(gid)) {
+                crate::error!("Cannot switch to group {gid}: {e}");
+                return interpreter::WORKER_BOOT_ERROR;
+            }
+        }
+        if let Some(uid) = settings.user {
+            if let Err(e) = sys::setuid(uid) {
+                crate::error!("Cannot switch to user {uid}: {e}");
+                return interpreter::WORKER_BOOT_ERROR;
+            }
         }
     }
 
@@ -251,13 +272,7 @@ pub fn run(setup: Setup<'_>) -> i32 {
             crate::wsgi::prepare_app(py, app.clone_ref(py), settings, &addrs)
                 .map_err(|e| interpreter::format_traceback(py, &e))
         }),
-        None => {
-            if let Err(e) = interpreter::start(settings) {
-                crate::error!("{e}");
-                return interpreter::WORKER_BOOT_ERROR;
-            }
-            Python::attach(|py| crate::wsgi::load(py, settings, &addrs))
-        }
+        None => Python::attach(|py| crate::wsgi::load(py, settings, &addrs)),
     };
     let app = match app {
         Ok(app) => app,
