@@ -1,6 +1,7 @@
 //! Slow and abusive clients against the real binary (issue 4, "Slow and abusive clients"):
-//! slowloris, slow request bodies, a thousand idle keep-alive connections, a 100 MiB upload,
-//! a body over `--limit-request-body`, and request heads far over the limits.
+//! slowloris, slow request bodies, a slow download, a thousand idle keep-alive connections, a
+//! 100 MiB upload, a body over `--limit-request-body`, request heads far over the limits, and
+//! connection floods (past `--worker-connections`, and past the worker's file descriptors).
 //!
 //! Each test starts its own server on port 0 with short timeouts, plays the abusive client from
 //! threads of its own, and measures what a well-behaved client sees meanwhile: its latency, its
