@@ -591,7 +591,9 @@ fn graceful_timeout_1_ends_a_5_second_request_and_exits_within_2_seconds() {
 fn max_requests_recycles_workers_under_load_without_failing_a_request() {
     let _turn = exclusive();
     const CLIENTS: usize = 8;
-    let server = slow_app(&["--max-requests", "100"]);
+    // Threads too: a retiring worker must answer each kept-alive connection's next request
+    // before closing it, whichever thread holds it.
+    let server = slow_app(&["--max-requests", "100", "--threads", "4"]);
     let port = server.port();
     let first = server.worker_pids();
 
@@ -636,10 +638,16 @@ fn tree_rss_kib(server: &Server) -> u64 {
 fn memory_of_the_process_tree_is_flat_from_20k_to_100k_requests() {
     let _turn = exclusive();
     const CLIENTS: usize = 4;
-    // One thread per worker (the default): with more, back-to-back keep-alive requests stall
-    // today (see keep_alive_requests_sent_back_to_back_never_stall_with_threads), and this
-    // test is about memory.
-    let server = Server::start(&["-w", "2", "--chdir", "examples", "hello:app"]);
+    // Several threads per worker, so per-thread state (environ caches, buffers) is covered.
+    let server = Server::start(&[
+        "-w",
+        "2",
+        "--threads",
+        "4",
+        "--chdir",
+        "examples",
+        "hello:app",
+    ]);
     let port = server.port();
     server.wait_for_workers(2, WAIT);
     assert!(poll(WAIT, || common::try_http_get(port, "/").is_ok()));
@@ -704,5 +712,41 @@ fn keep_alive_requests_sent_back_to_back_never_stall_with_threads() {
     assert!(
         slowest < Duration::from_secs(1),
         "a request waited {slowest:?}"
+    );
+}
+
+#[test]
+fn clients_that_vanish_mid_response_cost_the_worker_nothing() {
+    let _turn = exclusive();
+    let server = Server::start(&["-w", "1", "--chdir", "tests/apps", "abuse_big:app"]);
+    let port = server.port();
+    let [worker] = server.wait_for_workers(1, WAIT)[..] else {
+        unreachable!("wait_for_workers returned one pid")
+    };
+    assert!(poll(WAIT, || common::try_http_get(port, "/").is_ok()));
+    let rss_before = rss_kib(worker);
+    // Each asks for 64 MiB, takes a bite and hangs up with the rest unread (a reset).
+    for i in 0..50 {
+        let mut c = Client::connect(port, WAIT).expect("connect");
+        c.stream
+            .write_all(b"GET /big?64 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .expect("request");
+        let mut bite = [0u8; 64 * 1024];
+        let n = c.stream.read(&mut bite).unwrap_or(0);
+        assert!(n > 0, "client {i} got nothing");
+    }
+    // The worker is the same, answers at once, and said nothing alarming about it.
+    let answer = common::try_http_get(port, "/");
+    assert!(matches!(&answer, Ok(r) if r.status == 200), "{answer:?}");
+    let rss_after = rss_kib(worker);
+    println!("vanishing clients: worker RSS {rss_before} -> {rss_after} KiB");
+    assert_eq!(server.worker_pids(), vec![worker]);
+    let errors = server.count_lines("[ERROR]") + server.count_lines("Traceback");
+    if errors > 0 {
+        server.fail(&format!("{errors} error lines for clients that went away"));
+    }
+    assert!(
+        rss_after < rss_before + 4 * 1024,
+        "worker RSS {rss_before} -> {rss_after} KiB after 50 abandoned responses"
     );
 }
