@@ -369,13 +369,12 @@ struct Upload {
     body_sent: usize,
 }
 
-/// Posts a declared 1 MiB body to `/echo-chunks`: the head and `burst` bytes at once, then
+/// Posts a body of `declared` bytes to `/echo-chunks`: the head and `burst` bytes at once, then
 /// `step` more bytes every `pace` (none when `step` is 0), until the server answers or closes.
-fn slow_upload(port: u16, burst: usize, step: usize, pace: Duration) -> Upload {
-    const DECLARED: usize = 1 << 20;
+fn slow_upload(port: u16, declared: usize, burst: usize, step: usize, pace: Duration) -> Upload {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     let head = format!(
-        "POST /echo-chunks?65536 HTTP/1.1\r\nHost: t\r\nContent-Length: {DECLARED}\r\n\r\n"
+        "POST /echo-chunks?65536 HTTP/1.1\r\nHost: t\r\nContent-Length: {declared}\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).expect("head");
     stream.write_all(&vec![b'x'; burst]).expect("first part");
@@ -397,7 +396,7 @@ fn slow_upload(port: u16, burst: usize, step: usize, pace: Duration) -> Upload {
         if Instant::now() >= give_up {
             break;
         }
-        if step > 0 && reply.is_empty() && Instant::now() >= next_step && body_sent < DECLARED {
+        if step > 0 && reply.is_empty() && Instant::now() >= next_step && body_sent < declared {
             next_step += pace;
             match stream.write(&vec![b'y'; step]) {
                 Ok(n) => body_sent += n,
@@ -458,7 +457,7 @@ fn a_stalled_large_body_is_answered_408_after_the_timeout_while_others_are_serve
     let worker = only_worker(&server);
     // More than the 64 KiB read before the app is called: the app's thread waits for the rest.
     let (upload, latencies, failures) = upload_under_traffic(port, move || {
-        slow_upload(port, 100 * 1024, 0, Duration::ZERO)
+        slow_upload(port, 1 << 20, 100 * 1024, 0, Duration::ZERO)
     });
     let reply = String::from_utf8_lossy(&upload.reply);
     println!(
@@ -523,7 +522,7 @@ fn a_trickled_large_body_is_cut_off_after_the_timeout_while_others_are_served() 
     assert_eq!(bystander.request(hello).map(|r| r.status), Ok(200));
     // 1 KiB every 250 ms: never silent for long, but the 1 MiB would take over four minutes.
     let (upload, latencies, failures) = upload_under_traffic(port, move || {
-        slow_upload(port, 100 * 1024, 1024, Duration::from_millis(250))
+        slow_upload(port, 1 << 20, 100 * 1024, 1024, Duration::from_millis(250))
     });
     let reply = String::from_utf8_lossy(&upload.reply);
     println!(
@@ -566,6 +565,76 @@ fn a_trickled_large_body_is_cut_off_after_the_timeout_while_others_are_served() 
     ensure(&server, server.count_lines("WORKER TIMEOUT") == 0, || {
         "one slow uploader got the whole worker killed".to_owned()
     });
+}
+
+#[test]
+fn trickled_small_bodies_tie_up_no_thread_and_get_408_after_the_timeout() {
+    const UPLOADERS: usize = 20;
+    let server = Server::start(&[
+        "-w",
+        "1",
+        "--threads",
+        "2",
+        "--timeout",
+        "3",
+        "--chdir",
+        "tests/apps",
+        "proto:app",
+    ]);
+    let port = server.port();
+    let worker = only_worker(&server);
+    // Bodies of 60 KiB are read by the worker's loop before the app is called, so ten times
+    // more trickling clients than threads must still leave the threads free.
+    let (uploads, latencies, failures) = {
+        let uploaders: Vec<_> = (0..UPLOADERS)
+            .map(|_| {
+                thread::spawn(move || {
+                    slow_upload(port, 60 * 1024, 1024, 100, Duration::from_millis(250))
+                })
+            })
+            .collect();
+        let (first, latencies, failures) = upload_under_traffic(port, move || {
+            slow_upload(port, 60 * 1024, 1024, 100, Duration::from_millis(250))
+        });
+        let mut uploads: Vec<Upload> = uploaders
+            .into_iter()
+            .map(|u| u.join().expect("uploader"))
+            .collect();
+        uploads.push(first);
+        (uploads, latencies, failures)
+    };
+    let slowest = uploads
+        .iter()
+        .map(|u| u.ended_after)
+        .max()
+        .unwrap_or_default();
+    println!(
+        "trickled small bodies: {} uploads cut off by {slowest:?}; {} normal requests, max {:?}",
+        uploads.len(),
+        latencies.len(),
+        latencies.iter().max()
+    );
+    for (i, u) in uploads.iter().enumerate() {
+        let reply = String::from_utf8_lossy(&u.reply);
+        ensure(&server, reply.starts_with("HTTP/1.1 408 "), || {
+            format!(
+                "trickled upload {i} got {reply:?} after {:?}",
+                u.ended_after
+            )
+        });
+    }
+    ensure(&server, slowest < Duration::from_secs(3 + 3), || {
+        format!("a trickled small body was cut off only after {slowest:?}")
+    });
+    ensure(&server, failures.is_empty(), || {
+        format!("normal requests failed: {failures:?}")
+    });
+    ensure(
+        &server,
+        latencies.iter().all(|&l| l < Duration::from_secs(1)),
+        || format!("normal requests waited behind trickled bodies: {latencies:?}"),
+    );
+    assert_eq!(server.worker_pids(), vec![worker]);
 }
 
 #[test]
