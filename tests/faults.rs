@@ -750,3 +750,67 @@ fn clients_that_vanish_mid_response_cost_the_worker_nothing() {
         "worker RSS {rss_before} -> {rss_after} KiB after 50 abandoned responses"
     );
 }
+
+#[test]
+fn a_reload_answers_every_idle_keep_alive_connection_once_more_before_closing_it() {
+    let _turn = exclusive();
+    const IDLE: usize = 200;
+    let server = slow_app(&["--threads", "2", "--keep-alive", "60"]);
+    let port = server.port();
+    let old = server.worker_pids();
+    let hello = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut idle: Vec<Client> = (0..IDLE)
+        .map(|i| {
+            let mut c = Client::connect(port, WAIT).expect("connect");
+            let status = c.request(hello).map(|r| r.status);
+            assert_eq!(status, Ok(200), "idle connection {i}");
+            c
+        })
+        .collect();
+
+    server.signal(libc::SIGHUP);
+    // The old workers retire once the new generation has loaded the app, a moment the log
+    // does not mark. So: rounds of one request on every connection still open, until each
+    // has been answered with `Connection: close`. No request may fail on the way.
+    let mut open: Vec<usize> = (0..IDLE).collect();
+    let mut requests = 0;
+    let give_up = Instant::now() + WAIT;
+    while !open.is_empty() && Instant::now() < give_up {
+        let mut still_open = Vec::new();
+        for i in open {
+            requests += 1;
+            match idle[i].request(hello) {
+                Ok(r) if r.status == 200 => {
+                    if r.header("connection") != Some("close") {
+                        still_open.push(i);
+                    }
+                }
+                other => server.fail(&format!(
+                    "idle connection {i} after HUP: {other:?} (old workers {old:?}, now {:?})",
+                    server.worker_pids()
+                )),
+            }
+        }
+        open = still_open;
+    }
+    println!(
+        "HUP with {IDLE} idle keep-alive connections: {requests} requests, none failed; {} \
+         connections left open",
+        open.len()
+    );
+    if !open.is_empty() {
+        server.fail(&format!(
+            "{} connections were never told to close after HUP",
+            open.len()
+        ));
+    }
+    let gone = poll(WAIT, || old.iter().all(|&p| !is_alive(p)));
+    if !gone {
+        server.fail(&format!(
+            "old workers {old:?} outlived their last connections"
+        ));
+    }
+    let fresh = common::try_http_get(port, "/").expect("a request after the reload");
+    let pid = pid_in(&fresh.text()).expect("a pid");
+    assert!(!old.contains(&pid), "answered by old worker {pid}");
+}
