@@ -804,6 +804,11 @@ fn limit_request_body_answers_413_before_the_body_is_sent() {
             "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10485760\r\n\
              Expect: 100-continue\r\n\r\n",
         ),
+        // Chunked: the size line of a chunk past the limit is enough to refuse it.
+        (
+            "chunked",
+            "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nA00000\r\n",
+        ),
     ] {
         // Only the head goes out: an answer proves the server did not wait for the body.
         let mut c = Client::connect(port, Duration::from_secs(10)).expect("connect");
