@@ -814,3 +814,49 @@ fn a_reload_answers_every_idle_keep_alive_connection_once_more_before_closing_it
     let pid = pid_in(&fresh.text()).expect("a pid");
     assert!(!old.contains(&pid), "answered by old worker {pid}");
 }
+
+#[test]
+fn base_exceptions_get_500_and_a_dying_worker_is_replaced_without_stopping_the_master() {
+    let _turn = exclusive();
+    let server = Server::start(&["-w", "1", "--chdir", "tests/apps", "abuse_crash:app"]);
+    let port = server.port();
+    let [worker] = server.wait_for_workers(1, WAIT)[..] else {
+        unreachable!("wait_for_workers returned one pid")
+    };
+    assert!(poll(WAIT, || common::try_http_get(port, "/").is_ok()));
+
+    // Exceptions that are not `Exception`s still only fail their own request.
+    for path in ["/sysexit", "/keyboard", "/recursion", "/memoryerror"] {
+        let answer = common::try_http_get(port, path);
+        match &answer {
+            Ok(r) if r.status == 500 => {}
+            other => server.fail(&format!("{path}: expected a 500, got {other:?}")),
+        }
+        let after = common::try_http_get(port, "/").map(|r| r.text());
+        assert_eq!(after, Ok(format!("pid={worker}\n")), "after {path}");
+    }
+
+    // A worker that ends mid-request: its client gets no fake answer, a new worker takes
+    // over, and exit status 3 after booting is not mistaken for a boot failure.
+    let mut current = worker;
+    for (path, log) in [
+        ("/os-exit", "exited with code 3"),
+        ("/segfault", "was sent signal 11"),
+    ] {
+        let answer = common::try_http_get(port, path);
+        assert!(answer.is_err(), "{path} got an answer: {answer:?}");
+        server.wait_for_line(&format!("Worker (pid:{current}) {log}"), WAIT);
+        let mut now = Vec::new();
+        let replaced = poll(WAIT, || {
+            now = server.worker_pids();
+            now.len() == 1 && now[0] != current
+        });
+        if !replaced {
+            server.fail(&format!("after {path}: workers {now:?}"));
+        }
+        current = now[0];
+        let after = common::try_http_get(port, "/").map(|r| r.text());
+        assert_eq!(after, Ok(format!("pid={current}\n")), "after {path}");
+    }
+    assert!(server.try_exit().is_none(), "the master stopped");
+}
