@@ -1,6 +1,8 @@
 //! Faults against the real binary (issue 4, "Faults"): a worker killed under load, a hung app,
-//! app errors of every kind, reloads and stops during load, `--max-requests` recycling, and the
-//! memory of the process tree over 100k requests.
+//! app errors of every kind (down to `os._exit` and a segfault), reloads and stops during load
+//! and with idle keep-alive connections, `--max-requests` recycling, clients that vanish
+//! mid-response, keep-alive requests back to back on several threads, and the memory of the
+//! process tree over 100k requests.
 //!
 //! Load comes from [`Load`]: client threads that request `/` back to back, half on keep-alive
 //! connections and half on a fresh connection per request, counting every request that fails
