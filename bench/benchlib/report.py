@@ -112,8 +112,13 @@ def targets(summary):
         return s.get(field) if s and s.get("ok") else None
 
     def best_peer(workload, field="rps"):
+        # A peer whose runs had errors (uwsgi closing streamed responses it cannot frame,
+        # say) served something other than the workload: it is no yardstick.
+        def clean(n):
+            s = summary.get(("1w", workload, n))
+            return bool(s) and not s.get("errors")
         cands = [(get(workload, n, field), n) for n in SERVERS
-                 if not n.startswith("minigun") and n != "nginx"]
+                 if not n.startswith("minigun") and n != "nginx" and clean(n)]
         cands = [c for c in cands if c[0] is not None]
         return max(cands) if cands else (None, None)
 
