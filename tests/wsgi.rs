@@ -274,3 +274,32 @@ fn write_callable_and_file_wrapper_deliver_every_byte() {
     );
     assert!(r.body == expected[1000..], "file from offset differs");
 }
+
+#[test]
+fn a_list_of_pieces_gets_one_content_length_and_every_byte() {
+    let server = proto(&[]);
+    for path in ["/parts", "/parts?tuple"] {
+        let r = send(
+            server.port(),
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.header("content-length"), Some("6"), "{path}");
+        assert_eq!(r.header("transfer-encoding"), None, "{path}");
+        assert_eq!(r.text(), "abcdef", "{path}");
+    }
+    // HEAD: the same length, no body, and the connection still lines up for the next request.
+    let mut s = connect(server.port());
+    s.write_all(b"HEAD /parts HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&raw).contains("Hello, World!") {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Content-Length: 6\r\n"), "{text}");
+    assert!(!text.contains("abcdef"), "HEAD sent a body: {text}");
+}

@@ -314,6 +314,23 @@ fn send_result(
     } else {
         None
     };
+    // Several items whose length is known: one writev for all of them (no app code runs in
+    // between, so nothing is delayed in the sense of PEP 3333).
+    if known.is_some() && result.len().is_ok_and(|n| n > 1) {
+        let items: Vec<Bound<'_, PyBytes>> = result
+            .try_iter()?
+            .filter_map(|i| i.ok().and_then(|i| i.cast_into::<PyBytes>().ok()))
+            .collect();
+        let parts: Vec<&[u8]> = items.iter().map(|b| b.as_bytes()).collect();
+        let mut w = sr.get().lock()?;
+        if !w.started {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "the app returned a body before calling start_response()",
+            ));
+        }
+        let _ = w.send_parts(py, &parts, known);
+        return Ok(());
+    }
     for item in result.try_iter()? {
         let item = item?;
         let bytes = item.cast::<PyBytes>().map_err(|_| {

@@ -57,6 +57,8 @@ pub struct Writer {
     pub started: bool,
     /// The head is on the wire; the status can no longer change.
     pub headers_sent: bool,
+    /// The head is complete (framing chosen) but maybe not sent yet.
+    head_ready: bool,
     /// The status code given by the app.
     pub status: u16,
     /// `HTTP/1.1 200 OK\r\n` followed by the app's checked headers.
@@ -88,6 +90,7 @@ impl Writer {
             timeout_ms,
             started: false,
             headers_sent: false,
+            head_ready: false,
             status: 0,
             head: Vec::with_capacity(256),
             content_length: None,
@@ -210,6 +213,7 @@ impl Writer {
     ///
     /// A HEAD response gets the framing headers a GET would get (RFC 9110 §9.3.2), but no body.
     fn finish_head(&mut self, known_length: Option<u64>) {
+        self.head_ready = true;
         // The final response goes out while the client still waits for 100 Continue: it will not
         // send the body (RFC 9110 §10.1.1), so this connection cannot carry another request.
         if self
@@ -273,7 +277,9 @@ impl Writer {
         let mut prefix: Vec<u8> = Vec::new();
         let first = !self.headers_sent;
         if first {
-            self.finish_head(known_length);
+            if !self.head_ready {
+                self.finish_head(known_length);
+            }
             prefix = std::mem::take(&mut self.head);
             self.headers_sent = true;
         }
@@ -324,6 +330,75 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.body_sent += body.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = true;
+                self.keep_alive = false;
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends several pieces of a body whose total length is `known`, in one writev when the
+    /// framing allows (a Content-Length body that fits), else piece by piece.
+    pub fn send_parts(
+        &mut self,
+        py: Python<'_>,
+        parts: &[&[u8]],
+        known: Option<u64>,
+    ) -> io::Result<()> {
+        if self.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if !self.headers_sent && !self.head_ready {
+            self.finish_head(known);
+        }
+        let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let fits = match self.framing {
+            BodyFraming::Length(n) => total <= n.saturating_sub(self.body_sent),
+            BodyFraming::NoBody => true,
+            _ => false,
+        };
+        if !fits || parts.len() + 1 > 1024 {
+            for part in parts {
+                self.send(py, part, known)?;
+            }
+            return Ok(());
+        }
+        let prefix = if self.headers_sent {
+            Vec::new()
+        } else {
+            self.headers_sent = true;
+            std::mem::take(&mut self.head)
+        };
+        let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
+        if !prefix.is_empty() {
+            iov.push(IoSlice::new(&prefix));
+        }
+        if self.framing != BodyFraming::NoBody {
+            iov.extend(
+                parts
+                    .iter()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| IoSlice::new(p)),
+            );
+        }
+        let fd = self.fd;
+        let timeout = self.timeout_ms;
+        let mut slices: &mut [IoSlice<'_>] = &mut iov;
+        let result = match write_without_waiting(fd, &mut slices) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                py.detach(|| crate::worker::waiting_on_client(|| writev_all(fd, slices, timeout)))
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                if self.framing != BodyFraming::NoBody {
+                    self.body_sent += total;
+                }
                 Ok(())
             }
             Err(e) => {

@@ -70,6 +70,9 @@ def app(environ, start_response):
     if path == "/no-read":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"did not read the body\n"]
+    if path == "/parts":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"a", b"", b"bc", b"def"] if query != "tuple" else (b"a", b"bc", b"def")
     if path == "/chunks":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (b"part %d;" % i for i in range(3))
