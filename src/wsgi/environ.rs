@@ -111,6 +111,22 @@ impl Templates {
             d.set_item("SERVER_NAME", name)?;
             d.set_item("SERVER_PORT", port)?;
             d.set_item("QUERY_STRING", "")?;
+            // Keys every request sets, present from the start with placeholder values: setting
+            // them then overwrites a slot instead of inserting, and the copy never has to grow
+            // (a resize rehashes every key).
+            for key in [
+                "REQUEST_METHOD",
+                "SERVER_PROTOCOL",
+                "PATH_INFO",
+                "RAW_URI",
+                "REMOTE_ADDR",
+            ] {
+                d.set_item(key, "")?;
+            }
+            if matches!(addr, ListenAddr::Tcp(_)) {
+                d.set_item("REMOTE_PORT", "")?;
+            }
+            d.set_item("wsgi.input", py.None())?;
             dicts.push(d.unbind());
         }
         Ok(Templates {
@@ -223,7 +239,7 @@ pub fn build<'py>(
     }
 
     let mut secure = false;
-    for h in &head.headers {
+    for (index, h) in head.headers.iter().enumerate() {
         let name = h.name.of(buf);
         let value = h.value.of(buf);
         // A `_` in a name would make `X_Forwarded_For` indistinguishable from
@@ -248,7 +264,12 @@ pub fn build<'py>(
         }
         let key = header_key(py, cache, name);
         let value = latin1(py, value);
-        match env.get_item(&key)? {
+        // Only a name seen earlier in this head can need joining; most heads have none.
+        let repeated = head.headers[..index]
+            .iter()
+            .any(|h| h.name.of(buf).eq_ignore_ascii_case(name));
+        let existing = if repeated { env.get_item(&key)? } else { None };
+        match existing {
             Some(old) => {
                 let sep = if name.eq_ignore_ascii_case(b"cookie") {
                     "; "
