@@ -117,7 +117,7 @@ impl ChunkedDecoder {
                     });
                 }
                 State::Size => {
-                    if let Some(d) = hex_digit(b) {
+                    if let Some(d) = super::parse::hex(b) {
                         self.digits += 1;
                         if self.digits > MAX_SIZE_DIGITS {
                             return Err(Error::BadRequest("chunk size too large"));
@@ -255,15 +255,6 @@ impl ChunkedDecoder {
             return Err(Error::BadRequest("trailer section too large"));
         }
         Ok(())
-    }
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 

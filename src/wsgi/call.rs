@@ -119,13 +119,7 @@ pub fn serve(py: Python<'_>, app: &App, cache: &mut ThreadCache, ex: Exchange<'_
         Ok(()) => call_and_send(py, app, env, writer, &input),
         Err(e) => {
             fail_early(py, ex.fd, app, head, &e);
-            Finished {
-                keep_alive: false,
-                broken: true,
-                status: 500,
-                body_sent: 0,
-                headers: Vec::new(),
-            }
+            Finished::failed()
         }
     };
 
@@ -160,6 +154,19 @@ struct Finished {
     headers: Vec<(String, String)>,
 }
 
+impl Finished {
+    /// A request that could not even be set up: 500, and the connection closes.
+    fn failed() -> Finished {
+        Finished {
+            keep_alive: false,
+            broken: true,
+            status: 500,
+            body_sent: 0,
+            headers: Vec::new(),
+        }
+    }
+}
+
 fn call_and_send(
     py: Python<'_>,
     app: &App,
@@ -176,13 +183,7 @@ fn call_and_send(
         Ok(sr) => sr,
         Err(e) => {
             crate::error!("Cannot create start_response: {e}");
-            return Finished {
-                keep_alive: false,
-                broken: true,
-                status: 500,
-                body_sent: 0,
-                headers: Vec::new(),
-            };
+            return Finished::failed();
         }
     };
     let sr = &sr;
@@ -219,15 +220,7 @@ fn call_and_send(
     }
     let mut w = match sr.get().lock() {
         Ok(w) => w,
-        Err(_) => {
-            return Finished {
-                keep_alive: false,
-                broken: true,
-                status: 500,
-                body_sent: 0,
-                headers: Vec::new(),
-            }
-        }
+        Err(_) => return Finished::failed(),
     };
     if let Some(err) = failure {
         if w.broken {

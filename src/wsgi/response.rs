@@ -314,12 +314,19 @@ impl Writer {
         if iov.is_empty() {
             return Ok(());
         }
+        self.write_iov(py, &mut iov)?;
+        self.body_sent += body.len() as u64;
+        Ok(())
+    }
+
+    /// Writes every slice to the client. Tries once holding the GIL: a socket with room takes
+    /// the whole response at once, and releasing the GIL around a write that does not block
+    /// would only invite another thread to take it (a context switch per request). Lets go of
+    /// it only to wait. A failure marks the response broken.
+    fn write_iov(&mut self, py: Python<'_>, iov: &mut [IoSlice<'_>]) -> io::Result<()> {
         let fd = self.fd;
         let timeout = self.timeout_ms;
-        // Try once holding the GIL: a socket with room takes the whole response at once, and
-        // releasing the GIL around a write that does not block would only invite another
-        // thread to take it (a context switch per request). Let go only to wait.
-        let mut slices: &mut [IoSlice<'_>] = &mut iov;
+        let mut slices: &mut [IoSlice<'_>] = iov;
         let result = match write_without_waiting(fd, &mut slices) {
             Ok(true) => Ok(()),
             Ok(false) => {
@@ -327,17 +334,11 @@ impl Writer {
             }
             Err(e) => Err(e),
         };
-        match result {
-            Ok(()) => {
-                self.body_sent += body.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                self.broken = true;
-                self.keep_alive = false;
-                Err(e)
-            }
+        if result.is_err() {
+            self.broken = true;
+            self.keep_alive = false;
         }
+        result
     }
 
     /// Sends several pieces of a body whose total length is `known`, in one writev when the
@@ -384,29 +385,11 @@ impl Writer {
                     .map(|p| IoSlice::new(p)),
             );
         }
-        let fd = self.fd;
-        let timeout = self.timeout_ms;
-        let mut slices: &mut [IoSlice<'_>] = &mut iov;
-        let result = match write_without_waiting(fd, &mut slices) {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                py.detach(|| crate::worker::waiting_on_client(|| writev_all(fd, slices, timeout)))
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => {
-                if self.framing != BodyFraming::NoBody {
-                    self.body_sent += total;
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.broken = true;
-                self.keep_alive = false;
-                Err(e)
-            }
+        self.write_iov(py, &mut iov)?;
+        if self.framing != BodyFraming::NoBody {
+            self.body_sent += total;
         }
+        Ok(())
     }
 
     /// Ends the body: the last chunk for chunked framing; checks a Content-Length was met.
