@@ -678,8 +678,15 @@ impl Worker<'_> {
         match next {
             Next::Park => {
                 let fd = conn.fd.as_raw_fd();
-                let armed = if !conn.registered {
-                    conn.registered = true;
+                let first = !conn.registered;
+                conn.registered = true;
+                // Back into the slab before the registration is armed: once armed, another
+                // thread may take the event at once, and must find the connection there.
+                match self.slab.lock() {
+                    Ok(mut slab) => slab.slots[idx].conn = Some(conn),
+                    Err(_) => return,
+                }
+                let armed = if first {
                     self.epoll.add(fd, self.conn_events, token(idx, gen))
                 } else if self.oneshot {
                     self.epoll.modify(fd, self.conn_events, token(idx, gen))
@@ -688,15 +695,11 @@ impl Worker<'_> {
                     // no system call.
                     Ok(())
                 };
-                match self.slab.lock() {
-                    Ok(mut slab) => {
-                        if armed.is_ok() {
-                            slab.slots[idx].conn = Some(conn);
-                        } else {
-                            slab.release(idx);
-                        }
+                if armed.is_err() {
+                    // Not armed, so nobody else can have taken it: close it.
+                    if let Ok(mut slab) = self.slab.lock() {
+                        slab.release(idx);
                     }
-                    Err(_) => drop(conn),
                 }
                 // A stop that began while we held this connection may have found it busy.
                 if self.mode() == Mode::Stopping {
