@@ -1082,8 +1082,7 @@ mod tests {
     }
 
     // Findings of the fuzzer (fuzz/) and the request corpus (tests/corpus.rs), kept here as
-    // regression cases. The ignored ones describe behaviour not fixed yet; un-ignore each with
-    // its fix.
+    // regression cases; fuzz/README.md lists them as F1-F8.
 
     #[test]
     fn over_long_line_with_bare_lf_gets_one_answer_however_it_arrives() {
