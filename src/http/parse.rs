@@ -1144,4 +1144,13 @@ mod tests {
         let got = parse_all_ways(b"GET / HTTP/1.1\r\nHost: example.com:http\r\n\r\n");
         assert!(matches!(got, Err(Error::BadRequest(_))), "got {got:?}");
     }
+
+    #[test]
+    #[ignore = "F10: an absolute-form target with an empty host is accepted"]
+    fn rejects_absolute_form_with_an_empty_host() {
+        // RFC 9110 §4.2.1: a recipient MUST reject an http URI with an empty host
+        // (tests/requests/invalid/144).
+        let got = parse_all_ways(b"GET http://:80/ HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(matches!(got, Err(Error::BadRequest(_))), "got {got:?}");
+    }
 }

@@ -277,6 +277,15 @@ valid("HTTP/1.0 with keep-alive and close: close wins",
 valid("HTTP/1.1 with Connection: keep-alive", b"GET / HTTP/1.1\r\n" + H + b"Connection: keep-alive\r\n\r\n",
       HTTP_CONNECTION="keep-alive")
 
+# Added after the first run (appended so existing case numbers stay put).
+valid("Host with an empty port: SERVER_PORT is never empty (PEP 3333)",
+      b"GET / HTTP/1.1\r\nHost: example.com:\r\n\r\n", HTTP_HOST="example.com:")
+valid("Host as a bare IPv6 literal", b"GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n",
+      SERVER_NAME="[::1]", HTTP_HOST="[::1]")
+valid("absolute-form with an IPv6 literal and a port",
+      b"GET http://[::1]:8080/p HTTP/1.1\r\n" + H + b"\r\n",
+      PATH_INFO="/p", RAW_URI="http://[::1]:8080/p", SERVER_NAME="[::1]", SERVER_PORT="8080")
+
 # ------------------------------------------------------------------------------------------
 # Invalid requests
 # ------------------------------------------------------------------------------------------
@@ -498,6 +507,12 @@ invalid(400, "RFC 9112 §6.3", "conflicting Content-Length before a pipelined re
         cl_post(b"Content-Length: 0\r\nContent-Length: 51\r\n", NEXT))
 invalid("200,400", "RFC 9112 §9.3", "HTTP/1.0 keep-alive, then a bad request",
         b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + b"GET / HTTP/1.1\r\n\r\n" + NEXT)
+
+# Added after the first run (appended so existing case numbers stay put).
+invalid(400, "RFC 9110 §4.2.1", "absolute-form with an empty host",
+        b"GET http://:80/ HTTP/1.1\r\n" + H + b"\r\n")
+invalid(400, "RFC 9112 §3.2", "Host with an unclosed IPv6 literal", b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n")
+invalid(400, "RFC 9112 §3.2", "Host with an IPv6 address not in brackets", b"GET / HTTP/1.1\r\nHost: ::1\r\n\r\n")
 
 
 def write():
