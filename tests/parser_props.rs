@@ -183,7 +183,13 @@ fn generate(rng: &mut Rng) -> (Vec<u8>, Expected) {
     } else {
         Vec::new()
     };
-    let mut authority = rng.bytes_from(HOSTCHAR, 1, 12);
+    let mut authority = if rng.one_in(8) {
+        // An IP literal (RFC 3986 §3.2.2).
+        rng.pick(&[&b"[::1]"[..], b"[2001:db8::7]", b"[::ffff:10.0.0.1]"])
+            .to_vec()
+    } else {
+        rng.bytes_from(HOSTCHAR, 1, 12)
+    };
     if rng.one_in(2) {
         authority.extend_from_slice(format!(":{}", rng.below(65536)).as_bytes());
     }
@@ -277,8 +283,15 @@ fn generate(rng: &mut Rng) -> (Vec<u8>, Expected) {
             let name = rng
                 .pick(&[&b"Transfer-Encoding"[..], b"transfer-encoding"])
                 .to_vec();
+            // Empty list elements are ignored (RFC 9110 §5.6.1.2).
             let value = rng
-                .pick(&[&b"chunked"[..], b"Chunked", b"CHUNKED"])
+                .pick(&[
+                    &b"chunked"[..],
+                    b"Chunked",
+                    b"CHUNKED",
+                    b", chunked",
+                    b"chunked ,",
+                ])
                 .to_vec();
             headers.push((name, value));
             for _ in 0..rng.below(4) {
