@@ -23,18 +23,7 @@ use common::{find, parse_head, repo_root, Conn, Response, Server, TempDir};
 /// Cases the server gets wrong today, each with the reason. They are skipped with a printed
 /// note (`CORPUS_RUN_KNOWN=1` runs them and says which now pass); the lead empties this list
 /// as fixes land.
-const KNOWN_FAILURES: &[(&str, &str)] = &[
-    (
-        "valid/089",
-        "`Host: example.com:` gives SERVER_PORT \"\"; PEP 3333 says SERVER_PORT is never empty, \
-         and an empty port means the default (RFC 3986 §3.2.3)",
-    ),
-    (
-        "invalid/144",
-        "`GET http://:80/` is served; RFC 9110 §4.2.1: an http URI with an empty host MUST be \
-         rejected as invalid",
-    ),
-];
+const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 /// How long any one read may wait.
 const READ_WAIT: Duration = Duration::from_secs(10);

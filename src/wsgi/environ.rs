@@ -224,8 +224,13 @@ pub fn build<'py>(
         let host = host.of(buf);
         if cache.host.as_deref() != Some(host) {
             // `Host: name:port`; an IPv6 literal keeps its brackets in SERVER_NAME.
+            // An empty port means the scheme's default (RFC 3986 §3.2.3); SERVER_PORT is never
+            // empty (PEP 3333).
             let (name, port) = match host.iter().rposition(|&b| b == b':') {
-                Some(i) if !host[i..].contains(&b']') => (&host[..i], &host[i + 1..]),
+                Some(i) if !host[i..].contains(&b']') && i + 1 < host.len() => {
+                    (&host[..i], &host[i + 1..])
+                }
+                Some(i) if !host[i..].contains(&b']') => (&host[..i], &b"80"[..]),
                 _ => (host, &b"80"[..]),
             };
             cache.host_strings =
