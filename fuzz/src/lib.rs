@@ -246,7 +246,8 @@ fn check_head(buf: &[u8], len: usize, head: &Head, limits: &Limits) {
     assert!(!head.target.is_empty());
     assert!(head.minor <= 1);
     assert!(head.headers.len() <= limits.fields);
-    let mut te = None;
+    let mut codings: Vec<&[u8]> = Vec::new();
+    let mut te = false;
     let mut cl = Vec::new();
     let mut hosts = 0;
     for h in &head.headers {
@@ -270,7 +271,15 @@ fn check_head(buf: &[u8], len: usize, head: &Head, limits: &Limits) {
             "untrimmed value {value:?}"
         );
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            te = Some(value);
+            // One list across all its field lines; empty elements do not count (RFC 9110
+            // §5.6.1.2).
+            te = true;
+            codings.extend(
+                value
+                    .split(|&b| b == b',')
+                    .map(trim)
+                    .filter(|c| !c.is_empty()),
+            );
         } else if name.eq_ignore_ascii_case(b"content-length") {
             cl.push(value);
         } else if name.eq_ignore_ascii_case(b"host") {
@@ -289,12 +298,14 @@ fn check_head(buf: &[u8], len: usize, head: &Head, limits: &Limits) {
         Framing::Chunked => {
             assert!(cl.is_empty(), "chunked with Content-Length");
             assert_eq!(head.minor, 1, "chunked on HTTP/1.0");
-            let last = te.expect("chunked framing without Transfer-Encoding");
-            let last = last.rsplit(|&b| b == b',').next().unwrap_or(last);
-            assert!(trim(last).eq_ignore_ascii_case(b"chunked"), "TE {te:?}");
+            // Anything but chunked alone is refused (400, or 501 for codings we lack).
+            assert!(
+                codings.len() == 1 && codings[0].eq_ignore_ascii_case(b"chunked"),
+                "chunked framing from Transfer-Encoding {codings:?}"
+            );
         }
         Framing::Length(n) => {
-            assert!(te.is_none() && n > 0 && !cl.is_empty());
+            assert!(!te && n > 0 && !cl.is_empty());
             for v in cl {
                 for part in v.split(|&b| b == b',') {
                     let part = trim(part);
@@ -313,7 +324,7 @@ fn check_head(buf: &[u8], len: usize, head: &Head, limits: &Limits) {
             }
         }
         Framing::None => {
-            assert!(te.is_none(), "Transfer-Encoding without chunked framing");
+            assert!(!te, "Transfer-Encoding without chunked framing");
             for v in cl {
                 for part in v.split(|&b| b == b',') {
                     let part = trim(part);
