@@ -228,7 +228,7 @@ pub static SETTINGS: &[Setting] = &[
             s.bind_given = true;
             Ok(())
         },
-        doc: "Host to listen on (the seeds' spelling; same as --bind HOST:PORT).",
+        doc: "Host to listen on (with --port, the same as --bind HOST:PORT).",
     },
     Setting {
         name: "port",
@@ -276,7 +276,7 @@ pub static SETTINGS: &[Setting] = &[
             s.timeout = parse_num(v, 0, "a whole number of seconds")?;
             Ok(())
         },
-        doc: "Seconds a worker may be silent, or one request may run, before it is killed and replaced; also how long a stalled client gets (408). 0 = never. [30]",
+        doc: "Seconds a worker may be silent, or one request may run in the app, before it is killed and replaced; also how long a client gets to send a whole request (408). 0 = never. [30]",
     },
     Setting {
         name: "graceful_timeout",
