@@ -505,6 +505,9 @@ pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
         }
     };
     check(rc)?;
+    // Linux copies TCP_NODELAY from the listener to each accepted socket, which saves a
+    // setsockopt per connection (the worker checks that it did, see `worker::accept`).
+    setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     listen(fd.as_raw_fd(), backlog)?;
     Ok(fd)
 }

@@ -206,6 +206,8 @@ struct Worker<'a> {
     conn_events: u32,
     /// While accept(2) fails for lack of descriptors or memory: when to try again (ms), else 0.
     accept_paused_until: AtomicU64,
+    /// Per listener: whether accepted sockets come with TCP_NODELAY from it (checked once).
+    nodelay_inherited: Vec<std::sync::OnceLock<bool>>,
     /// Leader/followers coordination, with more than one thread.
     lead: Option<Leadership>,
 }
@@ -342,6 +344,11 @@ pub fn run(setup: Setup<'_>) -> i32 {
                 0
             },
         accept_paused_until: AtomicU64::new(0),
+        nodelay_inherited: setup
+            .listeners
+            .iter()
+            .map(|_| std::sync::OnceLock::new())
+            .collect(),
         lead: (threads > 1).then(Leadership::new),
     };
     if let Err(e) = worker.watch_listeners() {
@@ -607,12 +614,17 @@ impl Worker<'_> {
             }
             let (remote, port) = match peer {
                 Peer::Tcp(addr) => {
-                    let _ = sys::setsockopt_int(
-                        fd.as_raw_fd(),
-                        libc::IPPROTO_TCP,
-                        libc::TCP_NODELAY,
-                        1,
-                    );
+                    // Small writes must never wait for a delayed ACK. The listener's
+                    // TCP_NODELAY is normally inherited; if this socket says otherwise (an
+                    // inherited fd:// listener, another kernel), set it here.
+                    let fd = fd.as_raw_fd();
+                    let inherited = *self.nodelay_inherited[idx].get_or_init(|| {
+                        sys::getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY)
+                            .is_ok_and(|v| v != 0)
+                    });
+                    if !inherited {
+                        let _ = sys::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+                    }
                     (
                         addr.ip().to_canonical().to_string(),
                         addr.port().to_string(),
