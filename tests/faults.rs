@@ -15,10 +15,9 @@
 
 mod common;
 
-use common::{exchange, find, is_alive, parse_head, parse_response, poll, Response, Server, WAIT};
+use common::{exchange, is_alive, parse_response, poll, rss_kib, Client, Server, WAIT};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -28,64 +27,6 @@ use std::time::{Duration, Instant};
 fn exclusive() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
     TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// One client connection that may carry several requests; failures come back as values so a
-/// load loop can count them.
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    /// Connects with `timeout` on every read and write.
-    fn connect(port: u16, timeout: Duration) -> Result<Client, String> {
-        let stream =
-            TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-        stream
-            .set_read_timeout(Some(timeout))
-            .and_then(|()| stream.set_write_timeout(Some(timeout)))
-            .and_then(|()| stream.set_nodelay(true))
-            .map_err(|e| format!("socket options: {e}"))?;
-        Ok(Client {
-            stream,
-            buf: Vec::new(),
-        })
-    }
-
-    /// Sends `request` and reads the one response to it, which must carry a Content-Length
-    /// (all the apps this file loads do).
-    fn request(&mut self, request: &[u8]) -> Result<Response, String> {
-        self.stream
-            .write_all(request)
-            .map_err(|e| format!("write: {e}"))?;
-        loop {
-            if let Some(head_end) = find(&self.buf, b"\r\n\r\n") {
-                let mut response = parse_head(&self.buf[..head_end])?;
-                let length: usize = response
-                    .header("content-length")
-                    .and_then(|l| l.parse().ok())
-                    .ok_or_else(|| format!("no Content-Length in {response:?}"))?;
-                let end = head_end + 4 + length;
-                if self.buf.len() >= end {
-                    response.body = self.buf[head_end + 4..end].to_vec();
-                    self.buf.drain(..end);
-                    return Ok(response);
-                }
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    return Err(format!(
-                        "closed by the server after {} bytes of the response",
-                        self.buf.len()
-                    ))
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) => return Err(format!("read: {e}")),
-            }
-        }
-    }
 }
 
 /// What a load run saw.
@@ -215,17 +156,6 @@ fn client_loop(
 /// The pid in a `tests/apps/slow.py` answer (`pid=N`), if there is one.
 fn pid_in(text: &str) -> Option<u32> {
     text.trim().rsplit("pid=").next()?.parse().ok()
-}
-
-/// The resident set size of `pid` in KiB (`VmRSS` in /proc/PID/status).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS for pid {pid}"))
 }
 
 /// Starts `slow:app` with `-w 2` and `extra` flags; returns once both workers are forked and

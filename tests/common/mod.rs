@@ -934,3 +934,134 @@ pub fn json_field(json: &str, key: &str) -> Option<String> {
     };
     Some(rest[..end].to_owned())
 }
+
+/// One client connection that may carry several requests; failures come back as values so a
+/// load loop can count them instead of panicking.
+pub struct Client {
+    /// The socket, for tests that write or read on their own.
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to the server with `timeout` on every read and write.
+    pub fn connect(port: u16, timeout: Duration) -> Result<Client, String> {
+        let stream =
+            TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| stream.set_write_timeout(Some(timeout)))
+            .and_then(|()| stream.set_nodelay(true))
+            .map_err(|e| format!("socket options: {e}"))?;
+        Ok(Client {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends `request` and reads one whole response to it.
+    pub fn request(&mut self, request: &[u8]) -> Result<Response, String> {
+        self.stream
+            .write_all(request)
+            .map_err(|e| format!("write: {e}"))?;
+        self.read_response()
+    }
+
+    /// Reads one response framed by Content-Length, chunked coding, or the end of the stream.
+    pub fn read_response(&mut self) -> Result<Response, String> {
+        loop {
+            if let Some((response, used)) = complete_response(&self.buf)? {
+                self.buf.drain(..used);
+                return Ok(response);
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    // The end of the stream ends a body framed by nothing else.
+                    let head_end = find(&self.buf, b"\r\n\r\n").ok_or_else(|| {
+                        format!(
+                            "closed after {} bytes, before a whole head: {:?}",
+                            self.buf.len(),
+                            String::from_utf8_lossy(&self.buf)
+                        )
+                    })?;
+                    let mut response = parse_head(&self.buf[..head_end])?;
+                    if response.header("content-length").is_some()
+                        || response.header("transfer-encoding").is_some()
+                    {
+                        return Err(format!(
+                            "closed inside the body of a {} response",
+                            response.status
+                        ));
+                    }
+                    response.body = self.buf[head_end + 4..].to_vec();
+                    self.buf.clear();
+                    return Ok(response);
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+}
+
+/// The first response in `buf` and the bytes it took, once all of it has arrived.
+pub fn complete_response(buf: &[u8]) -> Result<Option<(Response, usize)>, String> {
+    let Some(head_end) = find(buf, b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let mut response = parse_head(&buf[..head_end])?;
+    let body_start = head_end + 4;
+    if let Some(length) = response.header("content-length") {
+        let length: usize = length
+            .parse()
+            .map_err(|_| format!("bad Content-Length {length:?}"))?;
+        if buf.len() < body_start + length {
+            return Ok(None);
+        }
+        response.body = buf[body_start..body_start + length].to_vec();
+        return Ok(Some((response, body_start + length)));
+    }
+    if response
+        .header("transfer-encoding")
+        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+    {
+        let mut pos = body_start;
+        let mut body = Vec::new();
+        loop {
+            let Some(line_end) = find(&buf[pos..], b"\r\n") else {
+                return Ok(None);
+            };
+            let line = String::from_utf8_lossy(&buf[pos..pos + line_end]).into_owned();
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| format!("bad chunk size line {line:?}"))?;
+            pos += line_end + 2;
+            if size == 0 {
+                // No trailers from our fixtures: the blank line ends the body.
+                if buf.len() < pos + 2 {
+                    return Ok(None);
+                }
+                response.body = body;
+                return Ok(Some((response, pos + 2)));
+            }
+            if buf.len() < pos + size + 2 {
+                return Ok(None);
+            }
+            body.extend_from_slice(&buf[pos..pos + size]);
+            pos += size + 2;
+        }
+    }
+    // Framed by the end of the stream: not complete until the server closes.
+    Ok(None)
+}
+
+/// The resident set size of `pid` in KiB (`VmRSS` in /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for pid {pid}"))
+}
