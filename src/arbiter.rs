@@ -120,16 +120,7 @@ pub fn run(settings: Settings) -> i32 {
             return 1;
         }
     };
-    let signals = match SignalPipe::install(&[
-        Signal::Term,
-        Signal::Int,
-        Signal::Quit,
-        Signal::Hup,
-        Signal::Ttin,
-        Signal::Ttou,
-        Signal::Usr1,
-        Signal::Chld,
-    ]) {
+    let signals = match SignalPipe::install(&Signal::ALL) {
         Ok(s) => s,
         Err(e) => {
             crate::error!("Cannot install signal handlers: {e}");

@@ -48,20 +48,21 @@ impl Signal {
         }
     }
 
+    /// Every signal minigun handles; the arbiter listens to all of them.
+    pub const ALL: [Signal; 8] = [
+        Signal::Term,
+        Signal::Int,
+        Signal::Quit,
+        Signal::Hup,
+        Signal::Ttin,
+        Signal::Ttou,
+        Signal::Usr1,
+        Signal::Chld,
+    ];
+
     /// The signal for a number written into the pipe.
     pub fn from_number(n: libc::c_int) -> Option<Signal> {
-        [
-            Signal::Term,
-            Signal::Int,
-            Signal::Quit,
-            Signal::Hup,
-            Signal::Ttin,
-            Signal::Ttou,
-            Signal::Usr1,
-            Signal::Chld,
-        ]
-        .into_iter()
-        .find(|s| s.number() == n)
+        Signal::ALL.into_iter().find(|s| s.number() == n)
     }
 
     /// The lower-case name gunicorn logs (`Handling signal: term`).

@@ -1289,6 +1289,29 @@ pub fn wait_for_client(fd: RawFd, ready: sys::Ready, timeout_ms: i32) -> io::Res
     }
 }
 
+/// Sends to a non-blocking client socket until `step` says it is done: `step` makes one write
+/// system call and returns `Ok(true)` once everything is out. A full socket is waited for (at
+/// most `timeout_ms` each time, see [`wait_for_client`]); `EINTR` is retried.
+pub fn send_until_done(
+    fd: RawFd,
+    timeout_ms: i32,
+    mut step: impl FnMut() -> io::Result<bool>,
+) -> io::Result<()> {
+    loop {
+        match step() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !wait_for_client(fd, sys::Ready::Write, timeout_ms)? {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Runs `decoder` over `data`; true when the whole chunked body is there.
 fn decode_all(decoder: &mut ChunkedDecoder, mut data: &[u8]) -> Result<bool, Error> {
     while !data.is_empty() && !decoder.is_done() {

@@ -343,19 +343,12 @@ impl BodyReader {
 /// Writes all of `data` to a non-blocking socket, waiting up to `timeout_ms` whenever the
 /// send buffer is full.
 pub fn write_all_blocking(fd: RawFd, mut data: &[u8], timeout_ms: i32) -> io::Result<()> {
-    while !data.is_empty() {
-        match sys::write(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !crate::worker::wait_for_client(fd, sys::Ready::Write, timeout_ms)? {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    crate::worker::send_until_done(fd, timeout_ms, || {
+        if !data.is_empty() {
+            data = &data[sys::write(fd, data)?..];
         }
-    }
-    Ok(())
+        Ok(data.is_empty())
+    })
 }
 
 /// The `wsgi.input` object.

@@ -454,20 +454,15 @@ impl Writer {
         let mut left = count;
         let result = py.detach(|| {
             crate::worker::waiting_on_client(|| {
-                while left > 0 {
-                    match sys::sendfile(fd, file_fd, &mut offset, left.min(1 << 30) as usize) {
-                        Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-                        Ok(n) => left -= n as u64,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            if !crate::worker::wait_for_client(fd, sys::Ready::Write, timeout)? {
-                                return Err(io::ErrorKind::TimedOut.into());
-                            }
+                crate::worker::send_until_done(fd, timeout, || {
+                    if left > 0 {
+                        match sys::sendfile(fd, file_fd, &mut offset, left.min(1 << 30) as usize)? {
+                            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                            n => left -= n as u64,
                         }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
                     }
-                }
-                Ok(())
+                    Ok(left == 0)
+                })
             })
         });
         self.body_sent += count - left;
@@ -495,19 +490,13 @@ fn write_without_waiting(fd: RawFd, slices: &mut &mut [IoSlice<'_>]) -> io::Resu
 /// Writes every slice, resuming after partial writes and waiting when the socket is full.
 fn writev_all(fd: RawFd, iov: &mut [IoSlice<'_>], timeout_ms: i32) -> io::Result<()> {
     let mut slices: &mut [IoSlice<'_>] = iov;
-    while !slices.is_empty() {
-        match sys::writev(fd, slices) {
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !crate::worker::wait_for_client(fd, sys::Ready::Write, timeout_ms)? {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    crate::worker::send_until_done(fd, timeout_ms, || {
+        if !slices.is_empty() {
+            let n = sys::writev(fd, slices)?;
+            IoSlice::advance_slices(&mut slices, n);
         }
-    }
-    Ok(())
+        Ok(slices.is_empty())
+    })
 }
 
 /// Checks a status line given by the app (`"200 OK"`): three digits, then a space and a reason
