@@ -1,0 +1,409 @@
+//! Signals that arrive while a transfer is blocked. Operators send USR1 (logrotate), HUP
+//! (deploys) and TERM (stops) at any moment; whatever the worker is waiting on at that moment,
+//! every byte of the request in flight must still be delivered, or the request completed,
+//! before the worker lets go of it. A signal interrupts a blocking system call with EINTR,
+//! which means "again", never "the client is gone".
+//!
+//! The sweep puts one request in each place a worker can block — reading a request head,
+//! reading a body, streaming a generator's output to a slow reader, sendfile to a slow reader,
+//! and draining a client after an error answer (lingering close) — then signals the master and
+//! lets the client finish, with one thread and with four.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::FromRawFd;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{complete_response, poll, Response, Server, WAIT};
+
+const MIB: usize = 1 << 20;
+
+/// The bytes `/big` and `/file` of tests/apps/misuse.py send: 0..=255 repeated.
+fn pattern_ok(body: &[u8]) -> bool {
+    body.iter().enumerate().all(|(i, &b)| b == i as u8)
+}
+
+/// A client socket whose receive buffer is 4 KiB, set before connecting so the TCP window
+/// stays small: the server's sends then block as soon as the client stops reading.
+fn small_window_stream(port: u16) -> TcpStream {
+    // SAFETY: socket(2), setsockopt(2) and connect(2) get valid arguments: `size` and `addr`
+    // live on the stack for the duration of each call, with their true lengths; the new
+    // descriptor is owned by the TcpStream built from it and by nothing else.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let size: libc::c_int = 4096;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_port = port.to_be();
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let rc = libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+        stream.set_write_timeout(Some(WAIT)).expect("write timeout");
+        stream
+    }
+}
+
+/// Bytes waiting in the socket's receive queue (FIONREAD).
+fn queued(stream: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid for the call.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0, "ioctl(FIONREAD)");
+    n.max(0) as usize
+}
+
+/// Waits (bounded) until nothing more arrives while the client does not read: the server's
+/// send is then blocked on the full window, which is where the signal must land.
+fn wait_until_stalled(stream: &TcpStream) {
+    let mut last = usize::MAX;
+    let mut since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let now = queued(stream);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= Duration::from_millis(200) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reads until `n` body bytes after the head have arrived (or the stream ends) and returns the
+/// head and what arrived.
+fn read_sized(stream: &mut TcpStream, mut raw: Vec<u8>) -> (Vec<u8>, Result<(), String>) {
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        if let Ok(Some((_, used))) = complete_response(&raw) {
+            raw.truncate(used);
+            return (raw, Ok(()));
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return (raw, Err("the server closed the connection".into())),
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return (raw, Err(format!("read: {e}"))),
+        }
+    }
+}
+
+/// Which signal, and how to tell the worker has acted on it.
+#[derive(Clone, Copy, Debug)]
+enum Sig {
+    Usr1,
+    Hup,
+    Term,
+}
+
+impl Sig {
+    const ALL: [Sig; 3] = [Sig::Usr1, Sig::Hup, Sig::Term];
+
+    fn number(self) -> i32 {
+        match self {
+            Sig::Usr1 => libc::SIGUSR1,
+            Sig::Hup => libc::SIGHUP,
+            Sig::Term => libc::SIGTERM,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Sig::Usr1 => "usr1",
+            Sig::Hup => "hup",
+            Sig::Term => "term",
+        }
+    }
+}
+
+/// Starts misuse:app with one worker, `threads` threads and `extra` flags, at debug level so
+/// the worker says when it handles a signal.
+fn start(threads: usize, extra: &[&str]) -> (Server, u32) {
+    let threads = threads.to_string();
+    let mut args = vec![
+        "-w",
+        "1",
+        "--threads",
+        &threads,
+        "--log-level",
+        "debug",
+        "--graceful-timeout",
+        "20",
+        "--chdir",
+        "tests/apps",
+    ];
+    args.extend_from_slice(extra);
+    args.push("misuse:app");
+    let server = Server::start(&args);
+    let worker = server.wait_for_workers(1, WAIT)[0];
+    server.wait_for_line("Booting worker", WAIT);
+    (server, worker)
+}
+
+/// Sends `sig` to the master, then waits (bounded) until the worker `pid` has handled it. For
+/// HUP that is once the master has booted the new worker and retired the old one.
+fn signal_worker_via_master(server: &Server, worker: u32, sig: Sig) {
+    server.signal(sig.number());
+    let line = format!("Worker {worker} handling signal: {}", sig.name());
+    // Bounded and not fatal: a server that never says so still gets the rest of the test,
+    // which checks the bytes themselves.
+    poll(Duration::from_secs(10), || server.count_lines(&line) > 0);
+}
+
+/// After the transfer: the master is still running (USR1, HUP) or exits 0 (TERM).
+fn settle(server: &Server, sig: Sig) {
+    match sig {
+        Sig::Term => {
+            let status = server.wait_exit(WAIT);
+            assert!(status.success(), "minigun exited with {status} after TERM");
+        }
+        _ => assert!(server.try_exit().is_none(), "minigun exited after {sig:?}"),
+    }
+}
+
+/// A slow reader of `path` (`mb` MiB expected): reads 1 MiB, stops reading until the server
+/// is blocked on it, signals, then reads the rest and checks every byte.
+fn slow_download(path: &str, mb: usize, threads: usize, sig: Sig) {
+    let (server, worker) = start(threads, &[]);
+    let mut stream = small_window_stream(server.port());
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .expect("request");
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    while raw.len() < MIB {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => server.fail("the download ended before its first MiB"),
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+        }
+    }
+    wait_until_stalled(&stream);
+    signal_worker_via_master(&server, worker, sig);
+    let (raw, ended) = read_sized(&mut stream, raw);
+    let response = complete_response(&raw)
+        .ok()
+        .flatten()
+        .map(|(r, _)| r)
+        .unwrap_or_else(|| Response {
+            status: 0,
+            headers: Vec::new(),
+            body: Vec::new(),
+        });
+    if ended.is_err() || response.body.len() != mb * MIB || !pattern_ok(&response.body) {
+        server.fail(&format!(
+            "{path} with --threads {threads}, {sig:?} mid-transfer: {} of {} bytes arrived \
+             ({ended:?}), pattern intact: {}",
+            raw.len(),
+            mb * MIB,
+            pattern_ok(&response.body)
+        ));
+    }
+    settle(&server, sig);
+}
+
+/// An upload sent in two halves with `sig` in between; the app must read every byte.
+fn split_upload(threads: usize, sig: Sig) {
+    let (server, worker) = start(threads, &[]);
+    let size = 4 * MIB;
+    let body: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    stream.set_write_timeout(Some(WAIT)).expect("write timeout");
+    stream
+        .write_all(
+            format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("head");
+    stream.write_all(&body[..size / 2]).expect("first half");
+    signal_worker_via_master(&server, worker, sig);
+    let sent = stream.write_all(&body[size / 2..]);
+    let (raw, ended) = read_sized(&mut stream, Vec::new());
+    let text = String::from_utf8_lossy(&raw);
+    let digest = sha256_hex(&body);
+    if sent.is_err()
+        || ended.is_err()
+        || !text.starts_with("HTTP/1.1 200 ")
+        || !text.contains(&format!("\"total\": {size}"))
+        || !text.contains(&digest)
+    {
+        server.fail(&format!(
+            "upload with --threads {threads}, {sig:?} between the halves: second half {sent:?}, \
+             answer {ended:?}: {text:?}"
+        ));
+    }
+    settle(&server, sig);
+}
+
+/// A request head sent in two parts with `sig` in between.
+fn split_head(threads: usize, sig: Sig) {
+    let (server, worker) = start(threads, &[]);
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    stream
+        .write_all(b"GET /pid HTTP/1.1\r\nHost: t\r\n")
+        .expect("first part");
+    signal_worker_via_master(&server, worker, sig);
+    stream.write_all(b"X-Late: yes\r\n\r\n").expect("rest");
+    let (raw, ended) = read_sized(&mut stream, Vec::new());
+    let text = String::from_utf8_lossy(&raw);
+    if ended.is_err() || !text.starts_with("HTTP/1.1 200 ") || !text.ends_with(&worker.to_string())
+    {
+        server.fail(&format!(
+            "head split by {sig:?} with --threads {threads}: {ended:?} {text:?}"
+        ));
+    }
+    settle(&server, sig);
+}
+
+/// An error answer (413) followed by a lingering close while the client still sends its
+/// body; `sig` arrives during the linger. The client must read the whole answer, then the
+/// end of the stream, never a reset.
+fn lingering_close(threads: usize, sig: Sig) {
+    let (server, worker) = start(threads, &["--limit-request-body", "1000"]);
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    stream.set_write_timeout(Some(WAIT)).expect("write timeout");
+    let size = 8 * MIB;
+    stream
+        .write_all(
+            format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("head");
+    // The answer is on its way; more of the body follows it, which the server drains.
+    let block = vec![b'x'; 64 * 1024];
+    let _ = stream.write_all(&block);
+    signal_worker_via_master(&server, worker, sig);
+    for _ in 0..4 {
+        if stream.write_all(&block).is_err() {
+            break;
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut raw = Vec::new();
+    let read = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    if read.is_err() || !text.starts_with("HTTP/1.1 413 ") || complete_response(&raw).is_err() {
+        server.fail(&format!(
+            "lingering close with --threads {threads}, {sig:?}: {read:?} {text:?}"
+        ));
+    }
+    settle(&server, sig);
+}
+
+/// SHA-256 of `data` as lower-case hex, computed by Python (no hashing crate in the tests).
+fn sha256_hex(data: &[u8]) -> String {
+    let dir = common::TempDir::new("sha");
+    let path = dir.path().join("data");
+    std::fs::write(&path, data).expect("write data");
+    let out = common::python(&format!(
+        "import hashlib; print(hashlib.sha256(open({:?}, 'rb').read()).hexdigest())",
+        path.to_string_lossy()
+    ));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn usr1_hup_and_term_during_a_slow_20_mb_download_deliver_every_byte() {
+    for sig in Sig::ALL {
+        slow_download("/big?mb=20", 20, 1, sig);
+    }
+}
+
+#[test]
+fn hup_between_the_halves_of_a_10_mb_upload_loses_nothing() {
+    let (server, worker) = start(1, &[]);
+    let size = 10 * MIB;
+    let body = vec![b'u'; size];
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    stream.set_write_timeout(Some(WAIT)).expect("write timeout");
+    stream
+        .write_all(
+            format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("head");
+    for piece in body[..size / 2].chunks(256 * 1024) {
+        stream.write_all(piece).expect("first half");
+    }
+    signal_worker_via_master(&server, worker, Sig::Hup);
+    let mut sent = Ok(());
+    for piece in body[size / 2..].chunks(256 * 1024) {
+        sent = stream.write_all(piece);
+        if sent.is_err() {
+            break;
+        }
+    }
+    let (raw, ended) = read_sized(&mut stream, Vec::new());
+    let text = String::from_utf8_lossy(&raw);
+    if sent.is_err() || ended.is_err() || !text.contains(&format!("\"total\": {size}")) {
+        server.fail(&format!(
+            "10 MB upload across HUP: second half {sent:?}, answer {ended:?}: {text:?}"
+        ));
+    }
+}
+
+#[test]
+fn signals_during_a_head_read_lose_no_request() {
+    for threads in [1, 4] {
+        for sig in Sig::ALL {
+            split_head(threads, sig);
+        }
+    }
+}
+
+#[test]
+fn signals_during_a_body_read_lose_no_byte() {
+    for threads in [1, 4] {
+        for sig in Sig::ALL {
+            split_upload(threads, sig);
+        }
+    }
+}
+
+#[test]
+fn signals_during_a_streamed_write_lose_no_byte() {
+    for threads in [1, 4] {
+        for sig in Sig::ALL {
+            slow_download("/big?mb=8", 8, threads, sig);
+        }
+    }
+}
+
+#[test]
+fn signals_during_sendfile_lose_no_byte() {
+    for threads in [1, 4] {
+        for sig in Sig::ALL {
+            slow_download("/file?mb=8", 8, threads, sig);
+        }
+    }
+}
+
+#[test]
+fn signals_during_a_lingering_close_lose_no_answer() {
+    for threads in [1, 4] {
+        for sig in Sig::ALL {
+            lingering_close(threads, sig);
+        }
+    }
+}
