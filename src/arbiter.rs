@@ -13,6 +13,7 @@
 //! start-up otherwise is restarted with an exponential back-off.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -257,6 +258,10 @@ impl Arbiter {
             0
         };
         let ppid = sys::getpid();
+        // Signals stay blocked across the fork: in the child they wait, pending, until the
+        // worker has its own self-pipe and handlers (see `worker::run`); run in between, our
+        // handler would write into the arbiter's pipe, inherited by the child.
+        let mask = sys::block_all_signals();
         let forked = match &self.preloaded {
             // With a preloaded interpreter, fork while holding the GIL (so no other thread of
             // Python's is mid-way through anything) and let CPython fix up its state on both
@@ -280,6 +285,9 @@ impl Arbiter {
             }),
             None => sys::fork(),
         };
+        if !matches!(forked, Ok(Fork::Child)) {
+            sys::restore_signals(&mask);
+        }
         match forked {
             Ok(Fork::Child) => {
                 let code = self.run_worker(slot, ppid, None, max_requests);
@@ -545,8 +553,16 @@ impl Arbiter {
 
     /// Stops every worker and returns the arbiter's exit status.
     fn stop(&mut self, how: Stop) -> i32 {
-        // Closing our copies of the listeners first means the sockets close as soon as the
-        // last worker lets go of them.
+        // The listening sockets stop accepting at once, for the workers too (they share them):
+        // a load balancer then sees refused connections and goes elsewhere, instead of
+        // connections queueing in a backlog nobody will accept from. A unix socket's file goes
+        // too, so new clients find nothing there.
+        for l in self.listeners.iter().filter(|l| !l.inherited) {
+            sys::stop_listening(l.as_raw_fd());
+            if let crate::net::ListenAddr::Unix(path) = &l.addr {
+                let _ = std::fs::remove_file(path);
+            }
+        }
         self.listeners.clear();
         let sig = match how {
             Stop::Graceful => libc::SIGTERM,

@@ -16,6 +16,9 @@ pub struct Listener {
     pub fd: OwnedFd,
     /// Where it listens.
     pub addr: ListenAddr,
+    /// Handed to us (`fd://N`) rather than bound by us: whoever handed it over may use it after
+    /// we are gone (systemd keeps a socket unit's socket), so a stop must not shut it down.
+    pub inherited: bool,
 }
 
 /// The address of a listener, for logs and for `SERVER_NAME`/`SERVER_PORT`.
@@ -91,6 +94,7 @@ pub fn bind(spec: &str, backlog: i32) -> io::Result<Listener> {
         return Ok(Listener {
             fd,
             addr: ListenAddr::Unix(path.to_owned()),
+            inherited: false,
         });
     }
     if let Some(n) = spec.strip_prefix("fd://") {
@@ -102,7 +106,11 @@ pub fn bind(spec: &str, backlog: i32) -> io::Result<Listener> {
             sys::Peer::Tcp(a) => ListenAddr::Tcp(a),
             sys::Peer::Unix => ListenAddr::Unix(format!("fd://{raw}")),
         };
-        return Ok(Listener { fd, addr });
+        return Ok(Listener {
+            fd,
+            addr,
+            inherited: true,
+        });
     }
     let addrs = parse_tcp(spec).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address");
@@ -116,6 +124,7 @@ pub fn bind(spec: &str, backlog: i32) -> io::Result<Listener> {
                 return Ok(Listener {
                     fd,
                     addr: ListenAddr::Tcp(bound),
+                    inherited: false,
                 });
             }
             Err(e) => last = e,
