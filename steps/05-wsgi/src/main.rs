@@ -13,6 +13,8 @@
 //! - Shutdown: Ctrl+C kills the process mid-request. Step 07 stops gracefully.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+#[macro_use]
+mod trace;
 mod http;
 mod sys;
 mod wsgi;
@@ -21,6 +23,7 @@ use http::{HttpError, Request, Status};
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -45,6 +48,7 @@ Options:
                             connections held at once, served or queued (default 64)
       --keep-alive SECS     how long an idle connection may wait for its next request
                             (default 2)
+      --trace               narrate each accept, queue, read, parse and answer on stderr
   -h, --help            print this help and exit
 ";
 
@@ -93,6 +97,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, 
             "--threads" => config.threads = parse_count(&flag, &value()?)?,
             "--worker-connections" => config.worker_connections = parse_count(&flag, &value()?)?,
             "--keep-alive" => config.keep_alive = parse_seconds(&flag, &value()?)?,
+            "--trace" => trace::enable(),
             _ if arg.starts_with('-') => return Err(format!("unknown flag {arg}")),
             _ if config.app.is_empty() => config.app = arg,
             _ => return Err(format!("unexpected argument {arg}")),
@@ -185,6 +190,7 @@ fn serve(listener: &TcpListener, queue: &Queue) -> ! {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
+                trace!("accepted fd {} from {peer}", stream.as_raw_fd());
                 // Full means every slot is taken: say so now rather than make the client wait
                 // behind a line it cannot see (and that we could not bound).
                 if let Err(stream) = queue.push(stream) {
@@ -233,7 +239,10 @@ impl Queue {
         if state.waiting.len() + state.busy >= self.limit {
             return Err(stream);
         }
+        let (fd, busy) = (stream.as_raw_fd(), state.busy);
         state.waiting.push_back(stream);
+        // Traced under the lock, so this line always comes before the worker's "picked up".
+        trace!("fd {fd}: queued ({} waiting, {busy} busy)", state.waiting.len());
         self.ready.notify_one();
         Ok(())
     }
@@ -285,12 +294,15 @@ fn start_workers(config: &Config, app: &Arc<wsgi::App>) -> io::Result<Arc<Queue>
             .name(format!("worker-{i}"))
             .spawn(move || loop {
                 let stream = queue.pop();
-                let peer = stream.peer_addr();
+                let (peer, fd) = (stream.peer_addr(), stream.as_raw_fd());
+                let me = thread::current();
+                trace!("fd {fd}: picked up by thread {}", me.name().unwrap_or("?"));
                 // A failing client ends only its own connection, never the thread.
                 if let Err(e) = handle_connection(stream, &config, &app) {
                     eprintln!("{peer:?}: {e}");
                 }
                 queue.done();
+                trace!("fd {fd}: closed; thread {} is free", me.name().unwrap_or("?"));
             })?;
     }
     Ok(queue)
@@ -346,12 +358,18 @@ fn wants_keep_alive(request: &Request) -> bool {
 /// Waits up to `idle` for the first byte of another request; `false` if none came.
 fn wait_for_next_request(stream: &TcpStream, idle: Duration) -> io::Result<bool> {
     stream.set_read_timeout(Some(idle))?;
+    trace!("fd {}: waiting up to {idle:?} for a next request", stream.as_raw_fd());
     // peek looks without taking, so read_request still sees the byte.
-    match stream.peek(&mut [0u8; 1]) {
-        Ok(n) => Ok(n > 0), // 0: the client closed
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
-        Err(e) => Err(e),
-    }
+    let (next, why) = match stream.peek(&mut [0u8; 1]) {
+        Ok(0) => (false, "the client closed"),
+        Ok(_) => (true, "a next request is coming"),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            (false, "none came")
+        }
+        Err(e) => return Err(e),
+    };
+    trace!("fd {}: {why}", stream.as_raw_fd());
+    Ok(next)
 }
 // ANCHOR_END: keep-alive
 
@@ -366,7 +384,12 @@ fn read_request(
     let (mut request, head_len) = read_head(stream, buf, deadline)?;
     // The empty line ends the head, not the request: a body may follow (RFC 9112 §6).
     let body_len = http::content_length(&request)?;
-    while buf.len() < head_len + body_len {
+    loop {
+        let have = (buf.len() - head_len).min(body_len);
+        trace!("fd {}: body {have} of {body_len} bytes", stream.as_raw_fd());
+        if have == body_len {
+            break;
+        }
         read_more(stream, buf, deadline)?;
     }
     request.body = buf[head_len..head_len + body_len].to_vec();
@@ -385,9 +408,17 @@ fn read_head(
     deadline: Instant,
 ) -> Result<(Request, usize), HttpError> {
     loop {
+        let fd = stream.as_raw_fd();
         match http::parse_head(buf)? {
-            Status::Complete(found) => return Ok(found),
-            Status::Partial => read_more(stream, buf, deadline)?,
+            Status::Complete((request, head_len)) => {
+                let (method, target) = (&request.method, &request.target);
+                trace!("fd {fd}: head complete: {method} {target}, {head_len} bytes");
+                return Ok((request, head_len));
+            }
+            Status::Partial => {
+                trace!("fd {fd}: need more ({} bytes buffered)", buf.len());
+                read_more(stream, buf, deadline)?;
+            }
         }
     }
 }
@@ -411,6 +442,7 @@ fn read_more(
     match stream.read(&mut chunk) {
         Ok(0) => Err(HttpError::Closed),
         Ok(n) => {
+            trace!("fd {}: read {n} bytes", stream.as_raw_fd());
             buf.extend_from_slice(&chunk[..n]);
             Ok(())
         }
@@ -433,7 +465,10 @@ fn respond(
     app: &wsgi::App,
 ) -> io::Result<()> {
     let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
+    trace!("fd {}: calling the app", stream.as_raw_fd());
     let response = app.call(request, peer, local);
+    let (status, body_len) = (&response.status, response.body.len());
+    trace!("fd {}: the app answered {status}, {body_len} bytes", stream.as_raw_fd());
     // RFC 9110 §9.3.2: HEAD gets the headers GET would get, but no body.
     let head_only = request.method == "HEAD";
     write_app_response(stream, &response, head_only, keep_alive)
@@ -469,7 +504,10 @@ fn write_app_response(
         out.extend_from_slice(&response.body);
     }
     // One write for head and body, as in step 02.
-    stream.write_all(&out)
+    stream.write_all(&out)?;
+    let status = &response.status;
+    trace!("fd {}: answered {status}, Connection: {connection}", stream.as_raw_fd());
+    Ok(())
 }
 // ANCHOR_END: write-app-response
 
@@ -495,7 +533,9 @@ fn write_response(
     if !head_only {
         response.push_str(body);
     }
-    stream.write_all(response.as_bytes())
+    stream.write_all(response.as_bytes())?;
+    trace!("fd {}: answered {status}, Connection: {connection}", stream.as_raw_fd());
+    Ok(())
 }
 // ANCHOR_END: write-response
 
