@@ -124,21 +124,15 @@ fn serve(listener: &TcpListener) -> ! {
 // ANCHOR: handle-connection
 /// Sends back every byte the client sends, until the client closes its side.
 fn handle_connection(mut stream: TcpStream) -> io::Result<()> {
-    let mut buf = [0u8; 4096];
+    let (mut buf, fd) = ([0u8; 4096], stream.as_raw_fd());
     loop {
         // `read` returns as soon as *some* bytes are there: 1 or 4096, whatever arrived.
         let n = stream.read(&mut buf)?;
         if n == 0 {
-            trace!(
-                "fd {}: read 0 bytes: the client hung up",
-                stream.as_raw_fd()
-            );
+            trace!("fd {fd}: read 0 bytes: the client hung up");
             return Ok(()); // end of stream; dropping `stream` closes our side too
         }
-        trace!(
-            "fd {}: read {n} bytes, writing them back",
-            stream.as_raw_fd()
-        );
+        trace!("fd {fd}: read {n} bytes, writing them back");
         stream.write_all(&buf[..n])?;
     }
 }

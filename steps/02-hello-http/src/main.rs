@@ -144,7 +144,7 @@ fn handle_connection(mut stream: TcpStream) -> io::Result<()> {
     // Lossy: header values may hold bytes that are not UTF-8, and this is only for show.
     eprint!("{}", String::from_utf8_lossy(&head));
     write_page(&mut stream)?;
-    trace!("fd {}: answered 200 OK, closing", stream.as_raw_fd());
+    trace!("fd {}: answered 200 OK, close", stream.as_raw_fd());
     Ok(())
     // `stream` is dropped here, which closes the connection, as `Connection: close` promised.
 }
@@ -170,11 +170,7 @@ fn read_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
             return Err(ErrorKind::UnexpectedEof.into()); // hung up mid-head
         }
         head.extend_from_slice(&chunk[..n]);
-        trace!(
-            "fd {}: read {n} bytes, {} in all",
-            stream.as_raw_fd(),
-            head.len()
-        );
+        trace!("fd {}: read {n} bytes", stream.as_raw_fd());
     }
     Ok(head)
 }

@@ -230,8 +230,8 @@ fn trace_narrates_one_request() {
         trace_lines(&rx, 3),
         [
             format!("trace: accepted fd 4 from {me}"),
-            "trace: fd 4: read 27 bytes, 27 in all".to_string(),
-            "trace: fd 4: answered 200 OK, closing".to_string(),
+            "trace: fd 4: read 27 bytes".to_string(),
+            "trace: fd 4: answered 200 OK, close".to_string(),
         ]
     );
 }

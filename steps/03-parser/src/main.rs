@@ -169,16 +169,15 @@ fn read_request(
     deadline: Instant,
 ) -> Result<Request, HttpError> {
     let (mut request, head_len) = read_head(stream, buf, deadline)?;
+    let (fd, method, target) = (stream.as_raw_fd(), &request.method, &request.target);
+    trace!("fd {fd}: head complete: {method} {target}, {head_len} bytes");
     // The empty line ends the head, not the request: a body may follow (RFC 9112 §6).
     let body_len = http::content_length(&request)?;
-    loop {
-        let have = (buf.len() - head_len).min(body_len);
-        trace!("fd {}: body {have} of {body_len} bytes", stream.as_raw_fd());
-        if have == body_len {
-            break;
-        }
+    while buf.len() < head_len + body_len {
+        trace!("fd {fd}: body {} of {body_len} bytes", buf.len() - head_len);
         read_more(stream, buf, deadline)?;
     }
+    trace!("fd {fd}: body {body_len} of {body_len} bytes");
     request.body = buf[head_len..head_len + body_len].to_vec();
     // Whatever follows belongs to the next request, so only this request's bytes go.
     buf.drain(..head_len + body_len);
@@ -195,15 +194,11 @@ fn read_head(
     deadline: Instant,
 ) -> Result<(Request, usize), HttpError> {
     loop {
-        let fd = stream.as_raw_fd();
         match http::parse_head(buf)? {
-            Status::Complete((request, head_len)) => {
-                let (method, target) = (&request.method, &request.target);
-                trace!("fd {fd}: head complete: {method} {target}, {head_len} bytes");
-                return Ok((request, head_len));
-            }
+            Status::Complete(found) => return Ok(found),
             Status::Partial => {
-                trace!("fd {fd}: need more ({} bytes buffered)", buf.len());
+                let (fd, buffered) = (stream.as_raw_fd(), buf.len());
+                trace!("fd {fd}: need more ({buffered} bytes buffered)");
                 read_more(stream, buf, deadline)?;
             }
         }
@@ -280,7 +275,7 @@ fn write_response(
         response.push_str(body);
     }
     stream.write_all(response.as_bytes())?;
-    trace!("fd {}: answered {status}, closing", stream.as_raw_fd());
+    trace!("fd {}: answered {status}, close", stream.as_raw_fd());
     Ok(())
 }
 // ANCHOR_END: write-response

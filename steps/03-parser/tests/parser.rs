@@ -386,7 +386,7 @@ fn trace_narrates_a_request_read_in_three_pieces() {
         [
             "trace: fd 4: read 2 bytes".to_string(),
             "trace: fd 4: body 5 of 5 bytes".to_string(),
-            "trace: fd 4: answered 200 OK, closing".to_string(),
+            "trace: fd 4: answered 200 OK, close".to_string(),
         ]
     );
     let mut reply = String::new();
@@ -400,5 +400,5 @@ fn trace_shows_an_error_answer() {
     let reply = exchange(&server, b"GET / HTTP/1.1\nHost: x\n\n");
     assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
     let lines = trace_lines(&rx, 4);
-    assert_eq!(lines[3], "trace: fd 4: answered 400 Bad Request, closing");
+    assert_eq!(lines[3], "trace: fd 4: answered 400 Bad Request, close");
 }

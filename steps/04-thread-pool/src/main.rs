@@ -217,10 +217,11 @@ impl Queue {
         if state.waiting.len() + state.busy >= self.limit {
             return Err(stream);
         }
-        let (fd, busy) = (stream.as_raw_fd(), state.busy);
+        let fd = stream.as_raw_fd();
         state.waiting.push_back(stream);
+        let (waiting, busy) = (state.waiting.len(), state.busy);
         // Traced under the lock, so this line always comes before the worker's "picked up".
-        trace!("fd {fd}: queued ({} waiting, {busy} busy)", state.waiting.len());
+        trace!("fd {fd}: queued ({waiting} waiting, {busy} busy)");
         self.ready.notify_one();
         Ok(())
     }
@@ -274,13 +275,14 @@ fn start_workers(config: &Config) -> io::Result<Arc<Queue>> {
                 let stream = queue.pop();
                 let (peer, fd) = (stream.peer_addr(), stream.as_raw_fd());
                 let me = thread::current();
-                trace!("fd {fd}: picked up by thread {}", me.name().unwrap_or("?"));
+                let name = me.name().unwrap_or("?");
+                trace!("fd {fd}: picked up by thread {name}");
                 // A failing client ends only its own connection, never the thread.
                 if let Err(e) = handle_connection(stream, &config) {
                     eprintln!("{peer:?}: {e}");
                 }
                 queue.done();
-                trace!("fd {fd}: closed; thread {} is free", me.name().unwrap_or("?"));
+                trace!("fd {fd}: closed; thread {name} is free");
             })?;
     }
     Ok(queue)
@@ -336,7 +338,8 @@ fn wants_keep_alive(request: &Request) -> bool {
 /// Waits up to `idle` for the first byte of another request; `false` if none came.
 fn wait_for_next_request(stream: &TcpStream, idle: Duration) -> io::Result<bool> {
     stream.set_read_timeout(Some(idle))?;
-    trace!("fd {}: waiting up to {idle:?} for a next request", stream.as_raw_fd());
+    let fd = stream.as_raw_fd();
+    trace!("fd {fd}: waiting up to {idle:?} for a next request");
     // peek looks without taking, so read_request still sees the byte.
     let (next, why) = match stream.peek(&mut [0u8; 1]) {
         Ok(0) => (false, "the client closed"),
@@ -346,7 +349,7 @@ fn wait_for_next_request(stream: &TcpStream, idle: Duration) -> io::Result<bool>
         }
         Err(e) => return Err(e),
     };
-    trace!("fd {}: {why}", stream.as_raw_fd());
+    trace!("fd {fd}: {why}");
     Ok(next)
 }
 // ANCHOR_END: keep-alive
@@ -360,16 +363,15 @@ fn read_request(
     deadline: Instant,
 ) -> Result<Request, HttpError> {
     let (mut request, head_len) = read_head(stream, buf, deadline)?;
+    let (fd, method, target) = (stream.as_raw_fd(), &request.method, &request.target);
+    trace!("fd {fd}: head complete: {method} {target}, {head_len} bytes");
     // The empty line ends the head, not the request: a body may follow (RFC 9112 §6).
     let body_len = http::content_length(&request)?;
-    loop {
-        let have = (buf.len() - head_len).min(body_len);
-        trace!("fd {}: body {have} of {body_len} bytes", stream.as_raw_fd());
-        if have == body_len {
-            break;
-        }
+    while buf.len() < head_len + body_len {
+        trace!("fd {fd}: body {} of {body_len} bytes", buf.len() - head_len);
         read_more(stream, buf, deadline)?;
     }
+    trace!("fd {fd}: body {body_len} of {body_len} bytes");
     request.body = buf[head_len..head_len + body_len].to_vec();
     // Whatever follows belongs to the next request, so only this request's bytes go.
     buf.drain(..head_len + body_len);
@@ -386,15 +388,11 @@ fn read_head(
     deadline: Instant,
 ) -> Result<(Request, usize), HttpError> {
     loop {
-        let fd = stream.as_raw_fd();
         match http::parse_head(buf)? {
-            Status::Complete((request, head_len)) => {
-                let (method, target) = (&request.method, &request.target);
-                trace!("fd {fd}: head complete: {method} {target}, {head_len} bytes");
-                return Ok((request, head_len));
-            }
+            Status::Complete(found) => return Ok(found),
             Status::Partial => {
-                trace!("fd {fd}: need more ({} bytes buffered)", buf.len());
+                let (fd, buffered) = (stream.as_raw_fd(), buf.len());
+                trace!("fd {fd}: need more ({buffered} bytes buffered)");
                 read_more(stream, buf, deadline)?;
             }
         }
@@ -474,7 +472,7 @@ fn write_response(
         response.push_str(body);
     }
     stream.write_all(response.as_bytes())?;
-    trace!("fd {}: answered {status}, Connection: {connection}", stream.as_raw_fd());
+    trace!("fd {}: answered {status}, {connection}", stream.as_raw_fd());
     Ok(())
 }
 // ANCHOR_END: write-response

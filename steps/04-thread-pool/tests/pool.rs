@@ -364,7 +364,9 @@ fn trace_lines(rx: &mpsc::Receiver<String>, n: usize) -> Vec<String> {
 fn trace_narrates_one_request_through_the_queue() {
     let (server, rx) = Server::start_traced(&["--threads", "1"]);
     let mut client = server.connect();
-    client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     client.shutdown(std::net::Shutdown::Write).unwrap(); // as `nc -N` does
     let mut reply = Vec::new();
     client.read_to_end(&mut reply).unwrap();
@@ -377,7 +379,7 @@ fn trace_narrates_one_request_through_the_queue() {
         "fd 4: read 27 bytes".to_string(),
         "fd 4: head complete: GET /, 27 bytes".to_string(),
         "fd 4: body 0 of 0 bytes".to_string(),
-        "fd 4: answered 200 OK, Connection: keep-alive".to_string(),
+        "fd 4: answered 200 OK, keep-alive".to_string(),
         "fd 4: waiting up to 2s for a next request".to_string(),
         "fd 4: the client closed".to_string(),
         "fd 4: closed; thread worker-0 is free".to_string(),

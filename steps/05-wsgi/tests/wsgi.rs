@@ -198,7 +198,7 @@ fn trace_narrates_one_request_from_queue_to_app() {
         format!("fd {fd}: body 0 of 0 bytes"),
         format!("fd {fd}: calling the app"),
         format!("fd {fd}: the app answered 200 OK, 14 bytes"),
-        format!("fd {fd}: answered 200 OK, Connection: keep-alive"),
+        format!("fd {fd}: answered 200 OK, keep-alive"),
         format!("fd {fd}: waiting up to 2s for a next request"),
         format!("fd {fd}: the client closed"),
         format!("fd {fd}: closed; thread worker-0 is free"),

@@ -105,7 +105,10 @@ impl Server {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stderr.recv_timeout(left) {
                 Ok(line) => lines.extend(line.strip_prefix("trace: ").map(str::to_string)),
-                Err(_) => panic!("only {} of {n} trace lines in 10 s: {lines:#?}", lines.len()),
+                Err(_) => panic!(
+                    "only {} of {n} trace lines in 10 s: {lines:#?}",
+                    lines.len()
+                ),
             }
         }
         lines
