@@ -470,45 +470,10 @@ fn respond(
     trace!("fd {fd}: the app answered {status}, {body_len} bytes");
     // RFC 9110 §9.3.2: HEAD gets the headers GET would get, but no body.
     let head_only = request.method == "HEAD";
-    write_app_response(stream, &response, head_only, keep_alive)
+    // One write for head and body, as in step 02.
+    stream.write_all(&response.encode(head_only, keep_alive))
 }
 // ANCHOR_END: respond
-
-// ANCHOR: write-app-response
-/// Sends the app's status and headers, then its body, framed by us: Content-Length is the
-/// length of the buffered body, and `Connection` is our decision, not the app's. For HEAD
-/// the app's own headers go out unchanged (its Content-Length included) with no body.
-fn write_app_response(
-    stream: &mut TcpStream,
-    response: &wsgi::Response,
-    head_only: bool,
-    keep_alive: bool,
-) -> io::Result<()> {
-    let mut out = format!("HTTP/1.1 {}\r\n", response.status).into_bytes();
-    for (name, value) in &response.headers {
-        let framing = name.eq_ignore_ascii_case("content-length") && !head_only;
-        if framing || name.eq_ignore_ascii_case("connection") {
-            continue;
-        }
-        // PEP 3333: header names and values are latin-1 strings, one byte per character.
-        out.extend(name.chars().chain(": ".chars()).map(|c| c as u8));
-        out.extend(value.chars().chain("\r\n".chars()).map(|c| c as u8));
-    }
-    if !head_only {
-        out.extend(format!("Content-Length: {}\r\n", response.body.len()).bytes());
-    }
-    let connection = if keep_alive { "keep-alive" } else { "close" };
-    out.extend(format!("Connection: {connection}\r\n\r\n").bytes());
-    if !head_only {
-        out.extend_from_slice(&response.body);
-    }
-    // One write for head and body, as in step 02.
-    stream.write_all(&out)?;
-    let (fd, status) = (stream.as_raw_fd(), &response.status);
-    trace!("fd {fd}: answered {status}, {connection}");
-    Ok(())
-}
-// ANCHOR_END: write-app-response
 
 // ANCHOR: write-response
 /// Writes status line, headers, empty line and (unless `head_only`) the body, in one write.

@@ -32,6 +32,34 @@ pub struct Response {
 }
 
 impl Response {
+    // ANCHOR: encode-response
+    /// The bytes to send: the app's status and headers, then its body, framed by us.
+    /// Content-Length is the length of the buffered body, and `Connection` is the server's
+    /// decision, not the app's. For HEAD the app's own headers go out unchanged (its
+    /// Content-Length included) with no body.
+    pub fn encode(&self, head_only: bool, keep_alive: bool) -> Vec<u8> {
+        let mut out = format!("HTTP/1.1 {}\r\n", self.status).into_bytes();
+        for (name, value) in &self.headers {
+            let framing = name.eq_ignore_ascii_case("content-length") && !head_only;
+            if framing || name.eq_ignore_ascii_case("connection") {
+                continue;
+            }
+            // PEP 3333: header names and values are latin-1 strings, one byte per character.
+            out.extend(name.chars().chain(": ".chars()).map(|c| c as u8));
+            out.extend(value.chars().chain("\r\n".chars()).map(|c| c as u8));
+        }
+        if !head_only {
+            out.extend(format!("Content-Length: {}\r\n", self.body.len()).bytes());
+        }
+        let connection = if keep_alive { "keep-alive" } else { "close" };
+        out.extend(format!("Connection: {connection}\r\n\r\n").bytes());
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+    // ANCHOR_END: encode-response
+
     /// The answer when the app fails: its traceback went to stderr, the client gets no detail.
     fn internal_error() -> Response {
         let headers = vec![("Content-Type".to_string(), "text/plain".to_string())];
