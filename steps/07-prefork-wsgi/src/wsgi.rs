@@ -21,6 +21,7 @@ pub struct App {
     callable: Py<PyAny>,
 }
 
+// ANCHOR: response
 /// What the app answered: the status and headers from `start_response`, the collected body.
 pub struct Response {
     /// e.g. `200 OK`.
@@ -30,6 +31,7 @@ pub struct Response {
     /// Everything `write()` was given, then every item of the result iterable.
     pub body: Vec<u8>,
 }
+// ANCHOR_END: response
 
 impl Response {
     // ANCHOR: encode-response
@@ -152,6 +154,7 @@ impl App {
     }
 }
 
+// ANCHOR: collect
 /// Appends every item of the app's result to `body`; items must be `bytes`.
 fn collect(result: &Bound<'_, PyAny>, body: &mut Vec<u8>) -> PyResult<()> {
     for item in result.try_iter()? {
@@ -163,6 +166,7 @@ fn collect(result: &Bound<'_, PyAny>, body: &mut Vec<u8>) -> PyResult<()> {
     }
     Ok(())
 }
+// ANCHOR_END: collect
 
 // ANCHOR: environ
 /// Builds the PEP 3333 environ. Strings taken from the request are decoded as latin-1, so
@@ -225,6 +229,7 @@ fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
 }
 
+// ANCHOR: percent-decode
 /// Turns `%2F`-style escapes into bytes; a `%` not followed by two hex digits stays as it is.
 fn percent_decode(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
@@ -246,9 +251,12 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
     }
     out
 }
+// ANCHOR_END: percent-decode
 
+// ANCHOR: started
 /// Status, headers and bytes passed to `write()`, once the app has called start_response.
 type Started = (String, Vec<(String, String)>, Vec<u8>);
+// ANCHOR_END: started
 
 // ANCHOR: start-response
 /// The `start_response` callable handed to the app. pyo3 needs a `#[pyclass]` to be `Sync`,
@@ -316,9 +324,11 @@ impl StartResponse {
     }
 }
 
+// ANCHOR: clean
 /// A status or header text we can send: latin-1 only, no control characters (so no CR or LF
 /// smuggling a second header into the response).
 fn clean(text: &str) -> bool {
     text.chars()
         .all(|c| (' '..='\u{ff}').contains(&c) && c != '\u{7f}')
 }
+// ANCHOR_END: clean
