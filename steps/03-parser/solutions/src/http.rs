@@ -385,7 +385,6 @@ fn parse_chunk_size(digits: &[u8]) -> Result<usize, HttpError> {
     usize::from_str_radix(text, 16).map_err(|_| HttpError::BadRequest("a chunk size is not hex"))
 }
 // ANCHOR_END: decode-chunked
-// ANCHOR_END: content-length
 
 // ANCHOR: is-tchar
 /// RFC 9110 §5.6.2: the characters allowed in a token (methods, header names).
