@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 
 // ANCHOR: arbiter
-/// The master process. It never runs Python or accepts a client: it keeps `size` workers
-/// alive and turns signals into actions, like gunicorn's `Arbiter`.
+/// The master process. It never runs Python or accepts a client: it keeps `config.workers`
+/// workers alive and turns signals into actions, like gunicorn's `Arbiter`.
 pub struct Arbiter {
     /// Bound once, before any fork, so every worker inherits the same listening socket.
     listener: TcpListener,
