@@ -7,8 +7,8 @@
 //!   arrive during any blocking call. Handlers are installed with `SA_RESTART`, but poll(2)
 //!   and calls with a timeout are never restarted, so `EINTR` still reaches us. It means
 //!   "again", never "the client is gone": [`read_available`], [`write_available`] and
-//!   [`ClientIo::send_until_done`] retry it, and [`sys::poll_one`] turns it into "not ready
-//!   yet", to be waited for again against the same deadline.
+//!   [`ClientIo::send_until_done`] retry it, and a wait it cuts short is waited again against
+//!   the same deadline.
 //! * **The heartbeat.** The arbiter kills a worker whose heartbeat is older than `--timeout`
 //!   (see `arbiter::murder_workers`). Its value is the start of the oldest request still in
 //!   the app, so one stuck request gets the worker replaced. A request that waits on its
@@ -212,8 +212,16 @@ impl ClientIo {
             if left == 0 {
                 return Err(io::ErrorKind::TimedOut.into());
             }
-            if sys::poll_one(self.fd, ready, left.min(500) as i32)? {
-                return Ok(());
+            match sys::poll_one(self.fd, ready, left.min(500) as i32) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    crate::debug!(
+                        "A signal interrupted the wait on client fd {}; waiting again",
+                        self.fd
+                    );
+                }
+                Err(e) => return Err(e),
             }
         }
     }

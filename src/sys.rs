@@ -449,12 +449,11 @@ pub enum Ready {
     Write,
 }
 
-/// Waits until `fd` is ready or `timeout_ms` passes; `Ok(false)` when it is not ready yet.
+/// Waits until `fd` is ready or `timeout_ms` passes; `Ok(false)` on timeout.
 ///
-/// A signal ends the wait early (poll(2) is never restarted, `SA_RESTART` or not); that too is
-/// `Ok(false)`, so callers wait again against their own deadline rather than mistake the signal
-/// for a timeout or for an error of the client's. Error and hang-up conditions count as ready:
-/// the following read or write reports them.
+/// A signal ends the wait early with `Interrupted` (poll(2) is never restarted, `SA_RESTART` or
+/// not): the caller waits again against its own deadline. Error and hang-up conditions count as
+/// ready: the following read or write reports them.
 pub fn poll_one(fd: RawFd, ready: Ready, timeout_ms: i32) -> io::Result<bool> {
     let events = match ready {
         Ready::Read => libc::POLLIN,
@@ -466,11 +465,8 @@ pub fn poll_one(fd: RawFd, ready: Ready, timeout_ms: i32) -> io::Result<bool> {
         revents: 0,
     };
     // SAFETY: `pfd` is one valid pollfd, matching the count of 1.
-    match check(unsafe { libc::poll(&mut pfd, 1, timeout_ms) }) {
-        Ok(n) => Ok(n > 0),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
-        Err(e) => Err(e),
-    }
+    let n = check(unsafe { libc::poll(&mut pfd, 1, timeout_ms) })?;
+    Ok(n > 0)
 }
 
 /// Waits for any of `fds` to become readable, for up to `timeout_ms`. Used by the arbiter's

@@ -105,7 +105,11 @@ fn a_bad_value_exits_2_with_one_line_naming_the_flag_and_value() {
         (&["--keep-alive", "forever"], "--keep-alive", "forever"),
         (&["--log-level", "loud"], "--log-level", "loud"),
         // Durations are kept in milliseconds: past a year they are refused, not overflowed.
-        (&["--timeout", "18446744073709551"], "--timeout", "18446744073709551"),
+        (
+            &["--timeout", "18446744073709551"],
+            "--timeout",
+            "18446744073709551",
+        ),
         (
             &["--graceful-timeout", "99999999999"],
             "--graceful-timeout",

@@ -60,6 +60,23 @@ fn small_window_stream(port: u16) -> TcpStream {
     }
 }
 
+/// Lets the client take the rest at full speed once the point is made: a bigger receive
+/// buffer, so the window opens up (window scaling is always offered on Linux).
+fn widen_window(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4 << 20;
+    // SAFETY: setsockopt(2) reads one c_int through the pointer, valid for the call.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Bytes waiting in the socket's receive queue (FIONREAD).
 fn queued(stream: &TcpStream) -> usize {
     use std::os::fd::AsRawFd;
@@ -158,14 +175,20 @@ fn start(threads: usize, extra: &[&str]) -> (Server, u32) {
     (server, worker)
 }
 
-/// Sends `sig` to the master, then waits (bounded) until the worker `pid` has handled it. For
-/// HUP that is once the master has booted the new worker and retired the old one.
+/// Sends `sig` to the master, then waits (bounded) until the worker `pid` has got it (for HUP,
+/// once the master has booted the new worker and retired the old one): its event loop says it
+/// handles the signal, or, when its thread is blocked sending to our client, the send loop says
+/// the signal interrupted its wait.
 fn signal_worker_via_master(server: &Server, worker: u32, sig: Sig) {
+    let interrupted = format!("[{worker}] [DEBUG] A signal interrupted the wait");
+    let before = server.count_lines(&interrupted);
     server.signal(sig.number());
-    let line = format!("Worker {worker} handling signal: {}", sig.name());
+    let handled = format!("Worker {worker} handling signal: {}", sig.name());
     // Bounded and not fatal: a server that never says so still gets the rest of the test,
     // which checks the bytes themselves.
-    poll(Duration::from_secs(10), || server.count_lines(&line) > 0);
+    poll(Duration::from_secs(10), || {
+        server.count_lines(&handled) > 0 || server.count_lines(&interrupted) > before
+    });
 }
 
 /// After the transfer: the master is still running (USR1, HUP) or exits 0 (TERM).
@@ -179,8 +202,8 @@ fn settle(server: &Server, sig: Sig) {
     }
 }
 
-/// A slow reader of `path` (`mb` MiB expected): reads 1 MiB, stops reading until the server
-/// is blocked on it, signals, then reads the rest and checks every byte.
+/// A slow reader of `path` (`mb` MiB expected): reads the first 256 KiB, stops reading until
+/// the server is blocked on it, signals, then reads the rest and checks every byte.
 fn slow_download(path: &str, mb: usize, threads: usize, sig: Sig) {
     let (server, worker) = start(threads, &[]);
     let mut stream = small_window_stream(server.port());
@@ -189,14 +212,15 @@ fn slow_download(path: &str, mb: usize, threads: usize, sig: Sig) {
         .expect("request");
     let mut raw = Vec::new();
     let mut chunk = [0u8; 64 * 1024];
-    while raw.len() < MIB {
+    while raw.len() < 256 * 1024 {
         match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => server.fail("the download ended before its first MiB"),
+            Ok(0) | Err(_) => server.fail("the download ended before its first 256 KiB"),
             Ok(n) => raw.extend_from_slice(&chunk[..n]),
         }
     }
     wait_until_stalled(&stream);
     signal_worker_via_master(&server, worker, sig);
+    widen_window(&stream);
     let (raw, ended) = read_sized(&mut stream, raw);
     let response = complete_response(&raw)
         .ok()
