@@ -97,6 +97,10 @@ pub fn run(settings: Settings) -> i32 {
     }
     crate::info!("Starting minigun {}", env!("CARGO_PKG_VERSION"));
     let _ = sys::ignore_signal(libc::SIGPIPE);
+    match sys::raise_open_files_limit() {
+        Ok(n) => crate::debug!("Open files limit: {n}"),
+        Err(e) => crate::warning!("Cannot raise the open files limit: {e}"),
+    }
 
     let mut listeners = Vec::new();
     for spec in &settings.bind {
@@ -273,8 +277,8 @@ impl Arbiter {
                     Ok(Fork::Child) => {
                         interpreter::after_fork_child();
                         let app = app.clone_ref(py);
-                        let code =
-                            py.detach(|| self.run_worker(slot, ppid, Some(app), max_requests));
+                        let code = py
+                            .detach(|| self.run_worker(slot, ppid, Some(app), max_requests, &mask));
                         sys::exit_now(code);
                     }
                     other => {
@@ -290,7 +294,7 @@ impl Arbiter {
         }
         match forked {
             Ok(Fork::Child) => {
-                let code = self.run_worker(slot, ppid, None, max_requests);
+                let code = self.run_worker(slot, ppid, None, max_requests, &mask);
                 sys::exit_now(code);
             }
             Ok(Fork::Parent(pid)) => {
@@ -311,7 +315,14 @@ impl Arbiter {
     }
 
     /// The body of a freshly forked worker.
-    fn run_worker(&self, slot: usize, ppid: Pid, app: Option<Py<PyAny>>, max_requests: u64) -> i32 {
+    fn run_worker(
+        &self,
+        slot: usize,
+        ppid: Pid,
+        app: Option<Py<PyAny>>,
+        max_requests: u64,
+        signal_mask: &sys::SignalMask,
+    ) -> i32 {
         crate::info!("Booting worker with pid: {}", sys::getpid());
         worker::run(worker::Setup {
             settings: &self.settings,
@@ -321,6 +332,7 @@ impl Arbiter {
             ppid,
             preloaded: app,
             max_requests,
+            signal_mask,
         })
     }
 

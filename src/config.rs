@@ -304,7 +304,7 @@ pub static SETTINGS: &[Setting] = &[
             s.timeout = parse_seconds(v)?;
             Ok(())
         },
-        doc: "Seconds a worker may be silent, or one request may run in the app, before it is killed and replaced; also how long a client gets to send a whole request (408). 0 = never. [30]",
+        doc: "Seconds a worker may be silent, or one request may run in the app, before it is killed and replaced; also how long a client gets to send a whole request (408) and may stall while taking a response. 0 = never kill (clients still get 30 s). [30]",
     },
     Setting {
         name: "graceful_timeout",

@@ -22,9 +22,11 @@
 //! answered as soon as the head is accepted, as gunicorn answers it (PEP 3333 allows either).
 //!
 //! Memory is bounded twice for request heads: per connection by the `--limit-request-*`
-//! settings, and per worker by [`HEAD_BUDGET`], shared by every connection whose unfinished head
-//! has outgrown [`HEAD_SOLO`] (hyper's `max_buf_size` idea, across connections): 200 clients
-//! sending 720 KB heads that never end get 431, not 146 MiB of the worker's memory.
+//! settings, and per worker by [`HEAD_BUDGET`], shared by every connection whose head buffer has
+//! outgrown [`HEAD_SOLO`] (hyper's `max_buf_size` idea, across connections), for as long as it
+//! holds that head: 200 clients sending 720 KB heads that never end, or that end and are
+//! followed by a body that never comes, get 431, not 146 MiB of the worker's memory. Bodies are
+//! bounded by `--limit-request-body`, or by [`SPOOL_MAX`] when that is unlimited.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,6 +53,10 @@ pub const HEAD_BUDGET: usize = 16 << 20;
 /// (slowloris on the body) gets its 408 when `--timeout` is up, like Apache's mod_reqtimeout
 /// with its `MinRate`.
 pub const MIN_BODY_RATE: u64 = 64 * 1024;
+/// The largest body read without a `--limit-request-body`: bodies are spooled to disk before
+/// the app runs, and without a cap any client could fill the disk with one request. 1 GiB, as
+/// waitress caps its spooled bodies by default; a larger `--limit-request-body` raises it.
+pub const SPOOL_MAX: u64 = 1 << 30;
 /// How long a closing connection is drained so our last response is not destroyed by a reset.
 pub const LINGER_MS: u64 = 2_000;
 /// Most bytes drained while lingering.
@@ -149,6 +155,9 @@ pub struct Conn {
     pub registered: bool,
     /// Requests answered on this connection.
     pub served: u64,
+    /// Parked with work waiting on the worker's ready queue, not on the client: no deadline
+    /// applies until it is taken up again.
+    pub queued: bool,
     /// Bytes of [`HEAD_BYTES`] this connection holds.
     charged: usize,
 }
@@ -196,6 +205,7 @@ impl Conn {
             received: 0,
             registered: false,
             served: 0,
+            queued: false,
             charged: 0,
         }
     }
@@ -247,7 +257,7 @@ impl Conn {
                 if was_idle {
                     self.begin_request(rules);
                 }
-                if !self.charge_head_bytes() {
+                if !self.charge_buffer() {
                     return Some(Step::Refuse(Error::HeaderTooLarge));
                 }
                 None
@@ -265,11 +275,15 @@ impl Conn {
         self.deadline = self.started + rules.request_ms;
     }
 
-    /// Charges the buffer's growth past [`HEAD_SOLO`] to the worker's head budget; false when
-    /// the budget is spent.
-    fn charge_head_bytes(&mut self) -> bool {
+    /// Charges the buffer beyond [`HEAD_SOLO`] to the worker's budget, or gives back what it
+    /// no longer needs; false when more was needed and the budget is spent. The charge stays
+    /// while the head is held (its spans point into the buffer), through the body, until the
+    /// request is answered.
+    fn charge_buffer(&mut self) -> bool {
         let wanted = self.buf.capacity().saturating_sub(HEAD_SOLO);
         if wanted <= self.charged {
+            HEAD_BYTES.fetch_sub(self.charged - wanted, Ordering::AcqRel);
+            self.charged = wanted;
             return true;
         }
         let more = wanted - self.charged;
@@ -293,37 +307,58 @@ impl Conn {
 
     /// The head is `len` bytes: parse it and decide how the body is framed.
     fn head_complete(&mut self, len: usize, rules: &Rules) -> Option<Step> {
-        self.release_head_bytes();
         if let Err(e) = parse_head(&self.buf, len, &mut self.head) {
             return Some(Step::Refuse(e));
         }
-        let limit = rules.limits.body;
+        let limit = match rules.limits.body {
+            0 => SPOOL_MAX,
+            n => n,
+        };
         let framing = match self.head.framing {
             Framing::None | Framing::Length(0) => {
                 self.phase = Phase::Ready(None);
                 return Some(Step::Request);
             }
-            Framing::Length(n) if limit > 0 && n > limit => {
-                return Some(Step::Refuse(Error::BodyTooLarge))
-            }
+            Framing::Length(n) if n > limit => return Some(Step::Refuse(Error::BodyTooLarge)),
             Framing::Length(n) => BodyFraming::Length(n),
             Framing::Chunked => BodyFraming::Chunked(ChunkedDecoder::new(limit)),
         };
         // The client waits for our go-ahead unless it has started sending anyway
-        // (RFC 9110 §10.1.1). A 100 that does not fit the empty send buffer at once means the
-        // client is not reading: give up on it.
-        if self.head.expect_continue && self.buf.len() == len {
-            const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-            match client::write_available(self.fd.as_raw_fd(), CONTINUE) {
-                Ok(n) if n == CONTINUE.len() => {}
-                _ => return Some(Step::Close),
-            }
+        // (RFC 9110 §10.1.1).
+        if self.head.expect_continue && self.buf.len() == len && !self.send_continue() {
+            return Some(Step::Close);
         }
         self.phase = Phase::Body(BodyIn {
             framing,
             spool: Spool::default(),
         });
         None
+    }
+
+    /// Sends `100 Continue`. The send buffer is empty unless the client pipelined requests
+    /// without reading their answers; then the 100 may not fit at once. Nothing written is
+    /// fine (a client that waits for a 100 sends its body anyway after a second or so, RFC
+    /// 9110 §10.1.1); half a status line is not, so a partial write is finished, waiting a
+    /// little. False when the client would not take it.
+    fn send_continue(&mut self) -> bool {
+        const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+        let fd = self.fd.as_raw_fd();
+        let mut sent = match client::write_available(fd, CONTINUE) {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if sent == 0 || sent == CONTINUE.len() {
+            return true;
+        }
+        let deadline = sys::monotonic_ms() + 1000;
+        while sent < CONTINUE.len() && sys::monotonic_ms() < deadline {
+            let _ = sys::poll_one(fd, sys::Ready::Write, 100);
+            match client::write_available(fd, &CONTINUE[sent..]) {
+                Ok(n) => sent += n,
+                Err(_) => return false,
+            }
+        }
+        sent == CONTINUE.len()
     }
 
     /// Moves body bytes from the buffer into the spool; reads more when they are not all here.
@@ -374,6 +409,9 @@ impl Conn {
                 self.received += n as u64;
                 let earned = self.received.saturating_mul(1000) / MIN_BODY_RATE;
                 self.deadline = self.started + rules.request_ms.max(earned);
+                // The head was accepted; if the buffer grew past its charge, the budget goes
+                // over by one connection's growth rather than failing a request under way.
+                let _ = self.charge_buffer();
                 None
             }
             Ok(Got::Nothing) => Some(Step::Wait),
@@ -398,19 +436,21 @@ impl Conn {
         self.scanner.reset();
         self.served += 1;
         if !keep_alive {
+            self.release_head_bytes();
             return false;
         }
-        let now = sys::monotonic_ms();
         if self.buf.is_empty() {
             if self.buf.capacity() > 4 * BUF_START {
                 self.buf = Vec::with_capacity(BUF_START);
             }
             self.phase = Phase::Idle;
-            self.deadline = now + rules.keepalive_ms.max(1);
+            self.deadline = sys::monotonic_ms() + rules.keepalive_ms.max(1);
         } else {
             // Pipelined bytes are the next request's beginning: its clock runs.
             self.begin_request(rules);
         }
+        // Only ever less than before: the budget cannot refuse it.
+        let _ = self.charge_buffer();
         true
     }
 

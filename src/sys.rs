@@ -221,17 +221,6 @@ pub fn restore_signals(mask: &SignalMask) {
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &mask.0, std::ptr::null_mut()) };
 }
 
-/// Unblocks every signal in the calling thread (a forked worker, once its handlers are in).
-pub fn unblock_all_signals() {
-    // SAFETY: an all-zero sigset_t is a valid buffer for sigfillset.
-    let mut all: libc::sigset_t = unsafe { mem::zeroed() };
-    // SAFETY: `all` is a valid sigset_t we own, for the duration of the calls.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &all, std::ptr::null_mut());
-    }
-}
-
 /// Makes `sig` ignored (`SIG_IGN`).
 pub fn ignore_signal(sig: libc::c_int) -> io::Result<()> {
     set_disposition(sig, libc::SIG_IGN)
@@ -690,6 +679,58 @@ pub fn inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
     set_cloexec(fd, true)?;
     // SAFETY: the descriptor is open (getsockopt succeeded) and was handed to us to own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An eventfd: a counter one thread bumps to wake another out of epoll_wait.
+pub struct EventFd {
+    fd: OwnedFd,
+}
+
+impl EventFd {
+    /// A non-blocking, close-on-exec eventfd.
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd(2) takes plain integers.
+        let fd = check(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        // SAFETY: eventfd returned a new descriptor that nobody else owns.
+        Ok(EventFd {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// The descriptor to watch.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Wakes whoever watches it. A full counter means a wake-up is pending anyway.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: `one` is a valid 8-byte buffer for the duration of the call.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Resets the counter after a wake-up.
+    pub fn drain(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: `n` is a valid, writable 8-byte buffer for the duration of the call.
+        unsafe { libc::read(self.fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, and returns the new soft limit. A
+/// worker holds a descriptor per connection and one per spooled request body, and the usual
+/// soft limit (1024) is below what `--worker-connections` allows.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    // SAFETY: an all-zero rlimit is a valid buffer for getrlimit to fill.
+    let mut limit: libc::rlimit = unsafe { mem::zeroed() };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `limit` is a valid rlimit read from the kernel, with cur <= max.
+        check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
+    }
+    Ok(limit.rlim_cur as u64)
 }
 
 /// Bytes waiting to be read in a socket's receive queue (0 when it cannot tell).

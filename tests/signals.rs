@@ -4,10 +4,12 @@
 //! before the worker lets go of it. A signal interrupts a blocking system call with EINTR,
 //! which means "again", never "the client is gone".
 //!
-//! The sweep puts one request in each place a worker can block — reading a request head,
-//! reading a body, streaming a generator's output to a slow reader, sendfile to a slow reader,
-//! and draining a client after an error answer (lingering close) — then signals the master and
-//! lets the client finish, with one thread and with four.
+//! The sweep puts one request in each place a worker can wait — for the rest of a request head,
+//! for the rest of a body, streaming a generator's output to a slow reader, sendfile to a slow
+//! reader, and draining a client after an error answer (lingering close) — then signals the
+//! master and lets the client finish, with one thread and with four. Heads, bodies and lingering
+//! wait in the event loop (epoll_wait); the two downloads block a thread in poll(2), which the
+//! tests check (`/proc/PID/task/*/wchan`) before they send the signal.
 
 mod common;
 
@@ -77,31 +79,22 @@ fn widen_window(stream: &TcpStream) {
     }
 }
 
-/// Bytes waiting in the socket's receive queue (FIONREAD).
-fn queued(stream: &TcpStream) -> usize {
-    use std::os::fd::AsRawFd;
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid for the call.
-    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut n) };
-    assert_eq!(rc, 0, "ioctl(FIONREAD)");
-    n.max(0) as usize
-}
-
-/// Waits (bounded) until nothing more arrives while the client does not read: the server's
-/// send is then blocked on the full window, which is where the signal must land.
-fn wait_until_stalled(stream: &TcpStream) {
-    let mut last = usize::MAX;
-    let mut since = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let now = queued(stream);
-        if now != last {
-            last = now;
-            since = Instant::now();
-        } else if since.elapsed() >= Duration::from_millis(200) {
-            return;
-        }
-        thread::sleep(Duration::from_millis(10));
+/// Waits (bounded) until one of `worker`'s threads sleeps in poll(2): blocked sending to the
+/// client that stopped reading, which is where the signal must land. (The worker's other
+/// sleeping threads wait in epoll_wait or on a futex, never in poll.)
+fn wait_until_blocked_sending(server: &Server, worker: u32) {
+    let in_poll = || {
+        std::fs::read_dir(format!("/proc/{worker}/task"))
+            .map(|tasks| {
+                tasks.flatten().any(|t| {
+                    std::fs::read_to_string(t.path().join("wchan"))
+                        .is_ok_and(|w| w.starts_with("poll_schedule_timeout"))
+                })
+            })
+            .unwrap_or(false)
+    };
+    if !poll(WAIT, in_poll) {
+        server.fail("the worker never blocked on the slow reader");
     }
 }
 
@@ -177,18 +170,19 @@ fn start(threads: usize, extra: &[&str]) -> (Server, u32) {
 
 /// Sends `sig` to the master, then waits (bounded) until the worker `pid` has got it (for HUP,
 /// once the master has booted the new worker and retired the old one): its event loop says it
-/// handles the signal, or, when its thread is blocked sending to our client, the send loop says
-/// the signal interrupted its wait.
+/// handles the signal, or, when its only thread is blocked sending to our client, the send
+/// loop says the signal interrupted its wait.
 fn signal_worker_via_master(server: &Server, worker: u32, sig: Sig) {
     let interrupted = format!("[{worker}] [DEBUG] A signal interrupted the wait");
     let before = server.count_lines(&interrupted);
     server.signal(sig.number());
     let handled = format!("Worker {worker} handling signal: {}", sig.name());
-    // Bounded and not fatal: a server that never says so still gets the rest of the test,
-    // which checks the bytes themselves.
-    poll(Duration::from_secs(10), || {
+    let got_it = poll(WAIT, || {
         server.count_lines(&handled) > 0 || server.count_lines(&interrupted) > before
     });
+    if !got_it {
+        server.fail(&format!("worker {worker} never got {sig:?}"));
+    }
 }
 
 /// After the transfer: the master is still running (USR1, HUP) or exits 0 (TERM).
@@ -218,7 +212,7 @@ fn slow_download(path: &str, mb: usize, threads: usize, sig: Sig) {
             Ok(n) => raw.extend_from_slice(&chunk[..n]),
         }
     }
-    wait_until_stalled(&stream);
+    wait_until_blocked_sending(&server, worker);
     signal_worker_via_master(&server, worker, sig);
     widen_window(&stream);
     let (raw, ended) = read_sized(&mut stream, raw);

@@ -36,7 +36,7 @@ use crate::http::Limits;
 use crate::log::AccessFormat;
 use crate::net::{ListenAddr, Listener};
 use crate::signals::{Signal, SignalPipe};
-use crate::sys::{self, Epoll};
+use crate::sys::{self, Epoll, EventFd};
 use crate::wsgi::call::App;
 use crate::wsgi::interpreter;
 
@@ -47,6 +47,8 @@ use table::Table;
 const TOKEN_SIGNALS: u64 = 0;
 /// epoll token of the first listener; the others follow.
 const TOKEN_LISTENER0: u64 = 1;
+/// epoll token of the wake-up eventfd, just below the connections' tokens.
+const TOKEN_WAKE: u64 = table::TOKEN_CONN0 - 1;
 
 /// Heartbeat slot states, written by the worker and read by the arbiter.
 pub mod slot_state {
@@ -85,6 +87,9 @@ pub struct Setup<'a> {
     pub preloaded: Option<Py<PyAny>>,
     /// Requests before retiring (max-requests plus this worker's jitter); 0 = never.
     pub max_requests: u64,
+    /// The signal mask to restore once the worker's handlers are in (the arbiter forks with
+    /// every signal blocked).
+    pub signal_mask: &'a sys::SignalMask,
 }
 
 /// State shared by the worker's threads.
@@ -92,6 +97,8 @@ struct Worker<'a> {
     setup: &'a Setup<'a>,
     epoll: Epoll,
     signals: SignalPipe,
+    /// Wakes the leader out of epoll_wait when another thread queues ready work.
+    wake: EventFd,
     listeners: Vec<RawFd>,
     /// Parked connections.
     table: Table,
@@ -140,7 +147,7 @@ pub fn run(setup: Setup<'_>) -> i32 {
         let _ = sys::default_signal(sig);
     }
     let _ = sys::ignore_signal(libc::SIGPIPE);
-    sys::unblock_all_signals();
+    sys::restore_signals(setup.signal_mask);
     let signals = match signals {
         Ok(s) => s,
         Err(e) => {
@@ -261,6 +268,10 @@ impl<'a> Worker<'a> {
         epoll
             .add(signals.fd(), libc::EPOLLIN as u32, TOKEN_SIGNALS)
             .map_err(|e| format!("Cannot watch the signal pipe: {e}"))?;
+        let wake = EventFd::new().map_err(|e| format!("Cannot create an eventfd: {e}"))?;
+        epoll
+            .add(wake.fd(), libc::EPOLLIN as u32, TOKEN_WAKE)
+            .map_err(|e| format!("Cannot watch the eventfd: {e}"))?;
         let threads = settings.threads.max(1);
         let busy: &'static [AtomicU64] =
             Box::leak((0..threads).map(|_| AtomicU64::new(0)).collect());
@@ -269,6 +280,7 @@ impl<'a> Worker<'a> {
             setup,
             epoll,
             signals,
+            wake,
             listeners,
             table: Table::default(),
             app,
@@ -338,6 +350,15 @@ impl<'a> Worker<'a> {
 
     /// Stops accepting and switches to `mode`.
     fn begin_stop(&self, mode: Mode) {
+        // The deadline first: a thread that sees the new mode must also see when the stop
+        // ends, or it would take "no deadline yet" for "past the deadline" and leave.
+        let graceful = self.setup.settings.graceful_timeout.saturating_mul(1000);
+        let _ = self.stop_deadline.compare_exchange(
+            0,
+            sys::monotonic_ms() + graceful,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
         let prev = self.mode.fetch_max(mode as u8, Ordering::AcqRel);
         if prev >= mode as u8 {
             return;
@@ -347,9 +368,6 @@ impl<'a> Worker<'a> {
             self.setup
                 .state
                 .store(slot_state::BOOTED | slot_state::RETIRING, Ordering::Release);
-            let graceful = self.setup.settings.graceful_timeout.saturating_mul(1000);
-            self.stop_deadline
-                .store(sys::monotonic_ms() + graceful, Ordering::Release);
         }
         if mode == Mode::Stopping {
             self.close_idle();
@@ -370,7 +388,8 @@ impl<'a> Worker<'a> {
         if self.mode() == Mode::Running {
             return false;
         }
-        self.table.open() == 0 || sys::monotonic_ms() >= self.stop_deadline.load(Ordering::Acquire)
+        let deadline = self.stop_deadline.load(Ordering::Acquire);
+        self.table.open() == 0 || (deadline != 0 && sys::monotonic_ms() >= deadline)
     }
 
     fn handle_signals(&self) {

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 
 use super::table::{self, Held, TOKEN_CONN0};
-use super::{Mode, Worker, TOKEN_LISTENER0, TOKEN_SIGNALS};
+use super::{Mode, Worker, TOKEN_LISTENER0, TOKEN_SIGNALS, TOKEN_WAKE};
 use crate::client::{self, ClientIo};
-use crate::conn::{Conn, Step};
+use crate::conn::{Conn, Phase, Step};
 use crate::http::response::{error_response, simple_response};
 use crate::http::Error;
 use crate::log::AccessEntry;
@@ -89,39 +89,33 @@ impl Worker<'_> {
                 }
             }
             let ready = self.table.take_ready();
-            // One attach for the whole batch, not one per request. Everything below is
-            // non-blocking, and the waits inside a request (a full socket) release the GIL.
+            // No GIL here: the event loop's work (accepting, reading, spooling bodies) is not
+            // Python's, and a thread still inside a slow request, or an app's own thread, must
+            // be able to take the GIL meanwhile. `serve_request` takes it for the app call.
             let serve = |token: u64, cache: &mut ThreadCache| match token {
                 TOKEN_SIGNALS => self.handle_signals(),
+                TOKEN_WAKE => self.wake.drain(),
                 t if t < TOKEN_CONN0 => self.accept((t - TOKEN_LISTENER0) as usize, id, cache),
                 t => self.ready(t, id, cache),
             };
             match &self.lead {
                 None => {
-                    if !events.is_empty() || !ready.is_empty() {
-                        Python::attach(|_py| {
-                            for ev in events.iter() {
-                                serve(ev.token, &mut cache);
-                            }
-                            for token in ready {
-                                serve(token, &mut cache);
-                            }
-                        });
+                    for ev in events.iter() {
+                        serve(ev.token, &mut cache);
+                    }
+                    for token in ready {
+                        serve(token, &mut cache);
                     }
                 }
                 Some(lead) => {
                     lead.push_pending(ready);
-                    if lead.has_pending() {
-                        Python::attach(|_py| {
-                            // One event at a time, and only while leading: a thread that lost
-                            // the lead to a takeover leaves the rest to the new leader.
-                            while lead.still_leader(my_epoch) {
-                                match lead.pop_pending() {
-                                    Some(token) => serve(token, &mut cache),
-                                    None => break,
-                                }
-                            }
-                        });
+                    // One event at a time, and only while leading: a thread that lost the
+                    // lead to a takeover leaves the rest to the new leader.
+                    while lead.still_leader(my_epoch) {
+                        match lead.pop_pending() {
+                            Some(token) => serve(token, &mut cache),
+                            None => break,
+                        }
                     }
                 }
             }
@@ -240,7 +234,8 @@ impl Worker<'_> {
 
     /// An epoll event (or a ready-queue entry) for a parked connection.
     fn ready(&self, token: u64, thread: usize, cache: &mut ThreadCache) {
-        if let Some(held) = self.table.take(token) {
+        if let Some(mut held) = self.table.take(token) {
+            held.conn.queued = false;
             self.serve_conn(held, thread, cache);
         }
     }
@@ -255,12 +250,20 @@ impl Worker<'_> {
         match next {
             Next::Park | Next::Requeue => {
                 let queue = matches!(next, Next::Requeue);
+                held.conn.queued = queue;
                 let token = table::token(held.idx, held.gen);
                 match self
                     .table
                     .park(held, &self.epoll, self.conn_events, self.oneshot)
                 {
-                    Ok(()) if queue => self.table.push_ready(token),
+                    Ok(()) if queue => {
+                        self.table.push_ready(token);
+                        // The leader may be asleep in epoll_wait with nothing to wake it:
+                        // these bytes are already read.
+                        if self.lead.is_some() {
+                            self.wake.wake();
+                        }
+                    }
                     Ok(()) => {}
                     Err(conn) => table::close(conn, &self.epoll),
                 }
@@ -462,7 +465,15 @@ impl Worker<'_> {
             crate::info!("Parent changed, shutting down: worker {}", sys::getpid());
             sys::exit_now(0);
         }
-        for conn in self.table.take_where(|c| c.deadline <= now) {
+        // Past its deadline is not enough: a client whose bytes have arrived while this worker
+        // was busy elsewhere is not late, and a connection queued with work waits for us.
+        let expired = |c: &Conn| {
+            c.deadline <= now
+                && !c.queued
+                && (matches!(c.phase, Phase::Lingering { .. })
+                    || sys::bytes_waiting(c.fd.as_raw_fd()) == 0)
+        };
+        for conn in self.table.take_where(expired) {
             if conn.is_mid_request() {
                 crate::debug!("Request from {} timed out", conn.remote);
                 let _ =

@@ -113,7 +113,7 @@ pub fn serve(py: Python<'_>, app: &App, cache: &mut ThreadCache, req: Request<'_
     // write() in progress on another thread) and end wsgi.input.
     let writer = sr.get().revoke(py);
     if !input.is(app.empty_input.bind(py)) {
-        input.get().revoke();
+        input.get().revoke(py);
     }
     let Some(mut w) = writer else {
         return Outcome::failed();
@@ -324,11 +324,10 @@ fn try_sendfile(py: Python<'_>, sr: &StartResponse, wrapper: &FileWrapper) -> Py
                 "the app returned a body before calling start_response()",
             ));
         }
+        // The app's Content-Length may ask for less than the rest of the file (a range it
+        // seeked to). An error has marked the response broken: the file is done with.
         let count = size.saturating_sub(offset);
         let count = w.content_length().map_or(count, |cl| cl.min(count));
-        // Unsupported: HEAD or a bodiless status; the head is out and no body is due. Other
-        // errors have marked the response broken. Either way the file is done with.
-        let _ = w.send_file(py, fileno, offset as i64, count);
-        Ok(true)
+        Ok(w.send_file(py, fileno, offset as i64, count).is_some())
     })
 }

@@ -189,8 +189,8 @@ impl Input {
 
     /// Ends the stream at the end of its request: later reads raise, and the body's memory or
     /// temporary file is freed.
-    pub fn revoke(&self) {
-        drop(self.body.revoke());
+    pub fn revoke(&self, py: Python<'_>) {
+        drop(super::lock_lease(py, &self.body).take());
     }
 
     fn with<T>(&self, py: Python<'_>, f: impl FnOnce(&mut Cursor) -> io::Result<T>) -> PyResult<T> {

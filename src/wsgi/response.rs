@@ -443,19 +443,30 @@ impl Writer {
         }
     }
 
-    /// Sends the body of a regular file with sendfile(2): `count` bytes from `offset`.
+    /// Sends the body of a regular file with sendfile(2): `count` bytes from `offset`. `None`
+    /// when sendfile cannot say it all and the caller must iterate the file instead: something
+    /// was sent before (by `write()`), or the app's Content-Length is not the file's length.
     pub fn send_file(
         &mut self,
         py: Python<'_>,
         file_fd: RawFd,
         offset: i64,
         count: u64,
-    ) -> io::Result<()> {
-        self.send(py, &[], Some(count))?;
-        if self.framing != BodyFraming::Length(count) {
-            // Framing forced otherwise (HEAD, 204, or an app Content-Length that differs): let
-            // the caller fall back to reading the file.
-            return Err(io::ErrorKind::Unsupported.into());
+    ) -> Option<io::Result<()>> {
+        if self.headers_sent || self.body_sent > 0 {
+            return None;
+        }
+        if !self.head_ready {
+            self.finish_head(Some(count));
+        }
+        match self.framing {
+            // HEAD, 204, 304: the head alone is the whole response.
+            BodyFraming::NoBody => return Some(self.send(py, &[], Some(count))),
+            BodyFraming::Length(n) if n == count => {}
+            _ => return None,
+        }
+        if let Err(e) = self.send(py, &[], Some(count)) {
+            return Some(Err(e));
         }
         let io = &self.io;
         let (sent, result) = py.detach(|| io.send_file(file_fd, offset, count));
@@ -464,12 +475,13 @@ impl Writer {
             self.broken = true;
             self.keep_alive = false;
         }
-        result
+        Some(result)
     }
 }
 
-/// Checks a status line given by the app (`"200 OK"`): three digits, then a space and a reason
-/// phrase without control characters (RFC 9112 §4). Returns the code.
+/// Checks a status line given by the app (`"200 OK"`): three digits making a final status
+/// (200 to 999), then a space and a reason phrase without control characters (RFC 9112 §4).
+/// Returns the code.
 fn check_status(status: &str) -> PyResult<u16> {
     let bytes = status.as_bytes();
     let invalid = || PyValueError::new_err(format!("invalid status {status:?}"));
@@ -493,6 +505,11 @@ fn check_status(status: &str) -> PyResult<u16> {
     let code = digits
         .iter()
         .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    // An interim (1xx) status is not an answer: the client would wait for the final one
+    // forever. The server sends the one interim response WSGI needs (100 Continue) itself.
+    if code < 200 {
+        return Err(invalid());
+    }
     Ok(code)
 }
 

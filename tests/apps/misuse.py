@@ -13,6 +13,8 @@
                                  own body naming what the call raised
     GET  /status?s=TEXT       -> start_response(TEXT, []) with TEXT percent-decoded
     GET  /headers?kind=K      -> start_response with malformed headers of kind K
+    GET  /write-then-file?cl=1 -> write()s ten bytes, then returns a 100-byte file through
+                                 wsgi.file_wrapper (with Content-Length 110 when cl=1)
     GET  /fork                -> forks a child that sleeps 3 s holding every inherited socket
     GET  /slow?s=S            -> says "slow started" in the error log, sleeps S seconds, answers
 """
@@ -50,6 +52,16 @@ def _file(mb):
             for _ in range(mb * 16):
                 f.write(BLOCK)
         FILES[mb] = path
+    return path
+
+
+def _small_file():
+    path = FILES.get("small")
+    if path is None:
+        fd, path = tempfile.mkstemp(prefix="minigun-misuse-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"F" * 100)
+        FILES["small"] = path
     return path
 
 
@@ -131,6 +143,14 @@ def app(environ, start_response):
         }[kind]
         start_response("200 OK", headers)
         return [b"unreachable\n"]
+    if path == "/write-then-file":
+        headers = [("Content-Type", "text/plain")]
+        if query.get("cl") == ["1"]:
+            headers.append(("Content-Length", "110"))
+        write = start_response("200 OK", headers)
+        write(b"W" * 10)
+        f = open(_small_file(), "rb")
+        return environ["wsgi.file_wrapper"](f)
     if path == "/fork":
         if os.fork() == 0:
             time.sleep(3)
