@@ -1,8 +1,8 @@
-//! Real framework sites served by minigun: the Flask, Django and Pyramid examples in
-//! `examples/`, driven with `requests`, curl and raw sockets the way a user's browser or API
-//! client would drive them.
+//! Real framework sites served by minigun: the Flask, Django, Pyramid, Falcon and Bottle
+//! examples in `examples/`, driven with `requests`, curl and raw sockets the way a user's
+//! browser or API client would drive them.
 //!
-//! The three examples expose the same pages (see each file's docstring), so one macro writes
+//! The five examples expose the same pages (see each file's docstring), so one macro writes
 //! the same checks for each framework. Without the frameworks installed the tests skip with a
 //! message; tests/run.sh installs them and sets `MINIGUN_REQUIRE_FRAMEWORKS=1` so a skip there
 //! fails instead.
@@ -239,3 +239,5 @@ with requests.Session() as s:
 framework_tests!(flask, "flask", "flask_app:app");
 framework_tests!(django, "django", "django_app:application");
 framework_tests!(pyramid, "pyramid", "pyramid_app:app");
+framework_tests!(falcon, "falcon", "falcon_app:app");
+framework_tests!(bottle, "bottle", "bottle_app:app");
