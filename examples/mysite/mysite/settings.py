@@ -10,6 +10,7 @@ For the full list of settings and their values, see
 https://docs.djangoproject.com/en/5.2/ref/settings/
 """
 
+import os
 from pathlib import Path
 
 # Build paths inside the project like this: BASE_DIR / 'subdir'.
@@ -20,12 +21,19 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # See https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
 
 # SECURITY WARNING: keep the secret key used in production secret!
-SECRET_KEY = 'django-insecure-e5ed*k6z65a7&v!h6g*ial^y@2l=a)cex(1!_6ag4j4j&+5qvs'
+# A deployment sets DJANGO_SECRET_KEY; the generated key stays as the fallback for trying the
+# example out, and everything it signs (sessions, CSRF tokens) is only as safe as that.
+SECRET_KEY = os.environ.get(
+    'DJANGO_SECRET_KEY',
+    'django-insecure-e5ed*k6z65a7&v!h6g*ial^y@2l=a)cex(1!_6ag4j4j&+5qvs',
+)
 
 # SECURITY WARNING: don't run with debug turned on in production!
-DEBUG = True
+# Off unless DJANGO_DEBUG=1, so `minigun mysite.wsgi` runs the site as it runs in production.
+DEBUG = os.environ.get('DJANGO_DEBUG') == '1'
 
-ALLOWED_HOSTS = []
+# The names this site answers to (the Host header); others get 400. Comma-separated.
+ALLOWED_HOSTS = os.environ.get('DJANGO_ALLOWED_HOSTS', '127.0.0.1,localhost,[::1]').split(',')
 
 
 # Application definition
@@ -37,10 +45,14 @@ INSTALLED_APPS = [
     'django.contrib.sessions',
     'django.contrib.messages',
     'django.contrib.staticfiles',
+    'guestbook',
 ]
 
 MIDDLEWARE = [
     'django.middleware.security.SecurityMiddleware',
+    # WhiteNoise serves /static/ from STATIC_ROOT, straight after SecurityMiddleware as its
+    # documentation asks, so static files skip sessions, CSRF and the URL resolver.
+    'whitenoise.middleware.WhiteNoiseMiddleware',
     'django.contrib.sessions.middleware.SessionMiddleware',
     'django.middleware.common.CommonMiddleware',
     'django.middleware.csrf.CsrfViewMiddleware',
@@ -75,7 +87,8 @@ WSGI_APPLICATION = 'mysite.wsgi.application'
 DATABASES = {
     'default': {
         'ENGINE': 'django.db.backends.sqlite3',
-        'NAME': BASE_DIR / 'db.sqlite3',
+        # DJANGO_DATABASE_PATH puts the file elsewhere (the tests use a temporary directory).
+        'NAME': os.environ.get('DJANGO_DATABASE_PATH', BASE_DIR / 'db.sqlite3'),
     }
 }
 
@@ -115,6 +128,27 @@ USE_TZ = True
 # https://docs.djangoproject.com/en/5.2/howto/static-files/
 
 STATIC_URL = 'static/'
+
+# The project's own static files (the app's come from each app's static/ directory).
+STATICFILES_DIRS = [BASE_DIR / 'static']
+
+# Where `manage.py collectstatic` gathers every static file for WhiteNoise to serve. A deployment
+# runs collectstatic once per release, before the server starts, as Heroku's buildpack and most
+# Dockerfiles do; DJANGO_STATIC_ROOT puts the result outside the source tree.
+STATIC_ROOT = os.environ.get('DJANGO_STATIC_ROOT', BASE_DIR / 'staticfiles')
+
+STORAGES = {
+    'default': {
+        'BACKEND': 'django.core.files.storage.FileSystemStorage',
+    },
+    # collectstatic writes each file a second time with a hash of its content in the name
+    # (hello.3f1c2a9b8d7e.css) plus gzip copies, and {% static %} links to the hashed name,
+    # which WhiteNoise serves with a far-future Cache-Control. A new release changes the name,
+    # so browsers never keep an old copy.
+    'staticfiles': {
+        'BACKEND': 'whitenoise.storage.CompressedManifestStaticFilesStorage',
+    },
+}
 
 # Default primary key field type
 # https://docs.djangoproject.com/en/5.2/ref/settings/#default-auto-field
