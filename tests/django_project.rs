@@ -59,7 +59,10 @@ impl Release {
     /// is written either, so a test run leaves the source tree as it found it.
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("DJANGO_STATIC_ROOT", self.static_root().display().to_string()),
+            (
+                "DJANGO_STATIC_ROOT",
+                self.static_root().display().to_string(),
+            ),
             (
                 "DJANGO_DATABASE_PATH",
                 self.dir.path().join("db.sqlite3").display().to_string(),
@@ -190,7 +193,10 @@ fn serves_static_files_through_whitenoise() {
         css.header("content-length"),
         Some(source.len().to_string().as_str())
     );
-    assert!(css.body == source, "the stylesheet's bytes differ from static/hello.css");
+    assert!(
+        css.body == source,
+        "the stylesheet's bytes differ from static/hello.css"
+    );
     assert!(
         css.header("cache-control")
             .is_some_and(|c| c.contains("immutable")),
@@ -205,9 +211,16 @@ fn serves_static_files_through_whitenoise() {
 
     // A browser revalidating its copy.
     let etag = css.header("etag").expect("WhiteNoise sends an ETag");
-    let not_modified = request(&mut conn, "GET", &href, &format!("If-None-Match: {etag}\r\n"));
+    let not_modified = request(
+        &mut conn,
+        "GET",
+        &href,
+        &format!("If-None-Match: {etag}\r\n"),
+    );
     assert_eq!(not_modified.status, 304, "{:?}", not_modified.headers);
-    let modified = css.header("last-modified").expect("WhiteNoise sends Last-Modified");
+    let modified = css
+        .header("last-modified")
+        .expect("WhiteNoise sends Last-Modified");
     let not_modified = request(
         &mut conn,
         "GET",
@@ -316,7 +329,9 @@ fn renders_the_admin_login_page_and_logs_in() {
     let server = release.serve();
     python_client(
         server.port(),
-        &format!("PASSWORD = {ADMIN_PASSWORD:?}\n{}", r#"
+        &format!(
+            "PASSWORD = {ADMIN_PASSWORD:?}\n{}",
+            r#"
 import re, requests
 
 with requests.Session() as s:
@@ -345,7 +360,8 @@ with requests.Session() as s:
     r = s.get(BASE + "/admin/", timeout=20)
     assert r.status_code == 200 and "Site administration" in r.text, r.status_code
     assert "Guestbook" in r.text and "Entries" in r.text, r.text
-"#),
+"#
+        ),
     );
 }
 
