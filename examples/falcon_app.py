@@ -107,6 +107,10 @@ class Stream:
         # An iterable without read() is handed to the server as the WSGI body, unbuffered.
         resp.stream = generate()
 
+    def on_head(self, req, resp):
+        # The generator is made and never run; Falcon sends the GET headers with no body.
+        self.on_get(req, resp)
+
 
 class Client:
     """Where the request came from; a client reusing one connection sees one REMOTE_PORT."""

@@ -95,6 +95,49 @@ assert "<form" in r.text and "minigun +" in r.text, r.text[:200]
             }
 
             #[test]
+            #[ignore = "minigun bug: HEAD of a streamed page says Content-Length: 0 (the length of the framework's empty HEAD body) though GET sends a body"]
+            fn answers_head_for_a_streamed_page_without_calling_it_empty() {
+                let Some(server) = start() else { return };
+                let port = server.port();
+                let get = exchange(
+                    port,
+                    format!(
+                        "GET /stream?lines=3 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                    Duration::from_secs(20),
+                )
+                .expect("GET /stream");
+                let get = parse_response(&get).expect("a GET response");
+                assert_eq!(get.text(), "line 0\nline 1\nline 2\n");
+                // The frameworks drop the body of a HEAD response and return an empty one. Its
+                // length is not the page's: RFC 9110 §8.6 allows a Content-Length in a HEAD
+                // response only when it equals what GET would send, so the server must send
+                // the GET length or none (gunicorn sends none).
+                let raw = exchange(
+                    port,
+                    format!(
+                        "HEAD /stream?lines=3 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                    Duration::from_secs(20),
+                )
+                .expect("HEAD /stream");
+                let head_end = find(&raw, b"\r\n\r\n").expect("a complete head") + 4;
+                assert_eq!(raw.len(), head_end, "HEAD response carried a body");
+                let head = common::parse_head(&raw[..head_end - 4]).expect("a HEAD response");
+                assert_eq!(head.status, 200, "{:?}", head.headers);
+                if let Some(length) = head.header("content-length") {
+                    assert_eq!(
+                        length,
+                        get.body.len().to_string(),
+                        "HEAD claims a length GET does not send: {:?}",
+                        head.headers
+                    );
+                }
+            }
+
+            #[test]
             fn accepts_a_form_post() {
                 let Some(server) = start() else { return };
                 let url = format!("{}/greet", server.base_url());
