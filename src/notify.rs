@@ -56,16 +56,6 @@ impl Notifier {
         }
     }
 
-    /// A notifier that sends nothing (for tests, and for processes that must stay silent).
-    pub fn none() -> Notifier {
-        Notifier { target: None }
-    }
-
-    /// Whether a service manager is listening.
-    pub fn enabled(&self) -> bool {
-        self.target.is_some()
-    }
-
     /// Every wanted worker serves: start-up (or a reload) is complete.
     pub fn ready(&self, status: &str) {
         self.send(&format!("READY=1\nSTATUS={status}"));
