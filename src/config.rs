@@ -68,7 +68,8 @@ pub struct Settings {
     pub preload_app: bool,
     /// File to write the arbiter's pid to.
     pub pidfile: Option<PathBuf>,
-    /// Peers whose `X-Forwarded-Proto`/`-Ssl` headers are trusted; `*` trusts everyone.
+    /// Peers whose `X-Forwarded-Proto`/`-Ssl` headers are trusted; `*` trusts everyone (unix-socket
+    /// peers are trusted whatever this says, as in gunicorn).
     pub forwarded_allow_ips: Vec<String>,
     /// Switch workers to this user (name or uid) after binding.
     pub user: Option<u32>,
@@ -526,7 +527,7 @@ pub static SETTINGS: &[Setting] = &[
                 v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect();
             Ok(())
         },
-        doc: "Comma-separated proxy addresses whose X-Forwarded-Proto is trusted; '*' for any. [127.0.0.1,::1]",
+        doc: "Comma-separated proxy addresses whose X-Forwarded-Proto is trusted; '*' for any; unix-socket peers always. [127.0.0.1,::1]",
     },
     Setting {
         name: "user",

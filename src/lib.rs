@@ -4,8 +4,9 @@
 //!
 //! * [`cli`] and [`config`] turn gunicorn-style flags, a `-c config.py` file and
 //!   `MINIGUN_CMD_ARGS` into one [`config::Settings`].
-//! * [`arbiter`] is the master process: it binds the listeners ([`net`]), forks the workers,
-//!   reaps, replaces and kills them, and reacts to signals ([`signals`]).
+//! * [`arbiter`] is the master process: it binds the listeners ([`net`]), or takes the ones
+//!   systemd passed, forks the workers, reaps, replaces and kills them (and any other child, as
+//!   PID 1 must), reacts to signals ([`signals`]) and tells systemd how it is doing ([`notify`]).
 //! * [`worker`] is one worker process: an epoll loop shared by `--threads` threads
 //!   (leader/followers) that accepts connections, parks the ones that wait, and hands complete
 //!   requests to the app.
@@ -44,6 +45,7 @@ pub mod date;
 pub mod http;
 pub mod log;
 pub mod net;
+pub mod notify;
 pub mod signals;
 pub mod sys;
 pub mod worker;

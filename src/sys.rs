@@ -928,6 +928,16 @@ pub fn monotonic_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
+/// Microseconds on the monotonic clock: the `MONOTONIC_USEC=` of a systemd notification, which
+/// systemd compares with its own reading of the same clock (see `notify`).
+pub fn monotonic_us() -> u64 {
+    // SAFETY: an all-zero timespec is valid for clock_gettime to fill.
+    let mut ts: libc::timespec = unsafe { mem::zeroed() };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
 /// Resident set size of this process in bytes, from /proc/self/statm.
 pub fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

@@ -58,6 +58,13 @@ impl Forwarded {
     }
 
     fn trusts(&self, remote: &str) -> bool {
+        // A unix-socket peer has no address (`remote` is empty, see `worker::serve`), and only
+        // processes allowed to open the socket file can be one: gunicorn trusts such peers
+        // whatever --forwarded-allow-ips says (`http/message.py`, a `peer_addr` that is not an
+        // (ip, port) tuple), so nginx in front over a unix socket works without the setting.
+        if remote.is_empty() {
+            return true;
+        }
         match self {
             Forwarded::Anyone => true,
             Forwarded::Only(ips) => remote
