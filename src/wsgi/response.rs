@@ -246,9 +246,15 @@ impl Writer {
     /// A HEAD response gets the framing headers a GET would get (RFC 9110 §9.3.2), but no body.
     fn finish_head(&mut self, known_length: Option<u64>) {
         self.head_ready = true;
-        // A length we computed describes the body we are about to send; a 304 sends none, so
+        // A length we computed describes the body we are about to send. A 304 sends none, so
         // only the app's own Content-Length (that of the selected representation) is kept.
-        let computed = if self.is_head || !self.body_forbidden() {
+        // For HEAD the app's body is the GET's when the app ignores the method, but frameworks
+        // drop it and return an empty list however long the page is: an empty body says
+        // nothing about the GET's, and then a HEAD response names no framing at all, as
+        // gunicorn's does (RFC 9110 §8.6 forbids a Content-Length that GET would not send).
+        let computed = if self.is_head {
+            known_length.filter(|&n| n > 0)
+        } else if !self.body_forbidden() {
             known_length
         } else {
             None
@@ -271,7 +277,7 @@ impl Writer {
                 head.extend_from_slice(b"Content-Length: ");
                 push_decimal(head, n);
                 head.extend_from_slice(b"\r\n");
-            } else if self.minor >= 1 && self.status != 304 {
+            } else if self.minor >= 1 && self.status != 304 && !self.is_head {
                 head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
             }
         }
