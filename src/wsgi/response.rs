@@ -80,6 +80,8 @@ pub struct Writer {
     pub keep_headers: bool,
     /// The app's headers as (lower-case name, value), for `%({x}o)s`.
     pub headers: Vec<(String, String)>,
+    /// The app's status line (`200 OK`), kept with the headers, for `post_request`.
+    status_text: String,
 }
 
 /// A status and header list from `start_response`, checked and encoded, before it is installed
@@ -95,6 +97,8 @@ pub struct ResponseHead {
     close: bool,
     /// (lower-case name, value) pairs, when the access log asks for response headers.
     kept: Vec<(String, String)>,
+    /// The status as the app gave it, kept with the headers.
+    status_text: String,
 }
 
 impl ResponseHead {
@@ -188,6 +192,11 @@ impl ResponseHead {
             content_length,
             close,
             kept,
+            status_text: if keep_headers {
+                status.into_owned()
+            } else {
+                String::new()
+            },
         })
     }
 }
@@ -211,7 +220,23 @@ impl Writer {
             broken: false,
             keep_headers: false,
             headers: Vec::new(),
+            status_text: String::new(),
         }
+    }
+
+    /// The status line sent (`200 OK`): the app's own, or the code and its reason when the
+    /// server answered instead.
+    pub fn status_line(&self) -> String {
+        let code = self.status.to_string();
+        if self.status_text.starts_with(&code) {
+            return self.status_text.clone();
+        }
+        let reason = match self.status {
+            500 => "Internal Server Error",
+            200 => "OK",
+            _ => "",
+        };
+        format!("{code} {reason}").trim_end().to_owned()
     }
 
     /// The request's way to the client, for an error answer written after the app failed.
@@ -233,6 +258,7 @@ impl Writer {
             self.keep_alive = false;
         }
         self.headers = head.kept;
+        self.status_text = head.status_text;
         self.started = true;
     }
 
