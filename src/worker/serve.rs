@@ -285,6 +285,12 @@ impl Worker<'_> {
         loop {
             match conn.advance(&self.rules) {
                 Step::Wait => {
+                    if conn.is_mid_request() && conn.deadline <= sys::monotonic_ms() {
+                        // Everything that has arrived is read, and the request is still not
+                        // whole: the client is late.
+                        self.refuse(conn, Error::Timeout);
+                        continue;
+                    }
                     if conn.is_idle() && conn.served > 0 && self.mode() == Mode::Stopping {
                         return Next::Close;
                     }
@@ -482,21 +488,21 @@ impl Worker<'_> {
             crate::info!("Parent changed, shutting down: worker {}", sys::getpid());
             sys::exit_now(0);
         }
-        // Past its deadline is not enough: a client whose bytes have arrived while this worker
-        // was busy elsewhere is not late, and a connection queued with work waits for us.
-        let expired = |c: &Conn| {
-            c.deadline <= now
-                && !c.queued
+        // Past its deadline, a connection that is lingering, or idle with nothing new, closes.
+        // One in the middle of a request, or with bytes waiting, is not judged on what this
+        // worker happened to have read while it was busy elsewhere: it is queued, reads what
+        // has arrived, and gets its 408 only if the request is still incomplete (`drive`).
+        let expired = |c: &Conn| c.deadline <= now && !c.queued;
+        let closing = |c: &Conn| {
+            expired(c)
                 && (matches!(c.phase, Phase::Lingering { .. })
-                    || sys::bytes_waiting(c.fd.as_raw_fd()) == 0)
+                    || (!c.is_mid_request() && sys::bytes_waiting(c.fd.as_raw_fd()) == 0))
         };
-        for conn in self.table.take_where(expired) {
-            if conn.is_mid_request() {
-                crate::debug!("Request from {} timed out", conn.remote);
-                let _ =
-                    client::write_available(conn.fd.as_raw_fd(), &error_response(Error::Timeout));
-            }
+        for conn in self.table.take_where(closing) {
             table::close(conn, &self.epoll);
+        }
+        if self.table.queue_where(expired) && self.lead.is_some() {
+            self.wake.wake();
         }
     }
 }

@@ -168,6 +168,29 @@ impl Table {
         out
     }
 
+    /// Queues every parked connection `pick` chooses, as if epoll had reported it; returns
+    /// whether any was.
+    pub fn queue_where(&self, mut pick: impl FnMut(&Conn) -> bool) -> bool {
+        let mut tokens = Vec::new();
+        {
+            let mut slab = self.slab();
+            for idx in 0..slab.slots.len() {
+                let gen = slab.slots[idx].gen;
+                if let Some(conn) = slab.slots[idx].conn.as_deref_mut() {
+                    if pick(conn) {
+                        conn.queued = true;
+                        tokens.push(token(idx, gen));
+                    }
+                }
+            }
+        }
+        let any = !tokens.is_empty();
+        for t in tokens {
+            self.push_ready(t);
+        }
+        any
+    }
+
     /// Puts a parked connection's token on the ready queue.
     pub fn push_ready(&self, token: u64) {
         self.ready
