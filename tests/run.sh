@@ -2,7 +2,8 @@
 # The project's one test command (README, "Set up"; .ci/run calls it). On a fresh machine it
 #   1. makes .venv from the python3 minigun builds against, and installs examples/requirements.txt
 #      into it (skipped on later runs while requirements.txt is unchanged);
-#   2. installs mdbook with cargo if it is not on PATH;
+#   2. installs mdbook with cargo if it is not on PATH, and with apt-get the tools the book's
+#      commands use (curl, netcat-openbsd, wrk, procps, iproute2) and headless Chromium;
 #   3. runs cargo fmt --check, clippy with warnings as errors, every workspace test (the framework
 #      tests must run, not skip), and builds the book;
 # then prints one line per check and exits non-zero if any failed.
@@ -47,6 +48,34 @@ if [ -f book/book.toml ] && ! command -v mdbook >/dev/null 2>&1; then
   say "installing mdbook (cargo install mdbook --locked)"
   cargo install mdbook --locked --quiet
 fi
+
+# -- tools for the book's tests --------------------------------------------------------------
+# tests/book_commands.rs runs every command the book prints, with the reader's tools, and
+# tests/book_browser.rs opens the built book in headless Chromium. Whatever is missing comes
+# from Debian's packages; with MINIGUN_REQUIRE_BOOK_TOOLS set, a tool still missing fails
+# those tests instead of skipping them.
+book_tools=(curl:curl nc:netcat-openbsd wrk:wrk ps:procps pgrep:procps ss:iproute2
+  chromium-headless-shell:chromium-headless-shell)
+packages=()
+for pair in "${book_tools[@]}"; do
+  if ! command -v "${pair%%:*}" >/dev/null 2>&1 && [[ " ${packages[*]} " != *" ${pair#*:} "* ]]; then
+    packages+=("${pair#*:}")
+  fi
+done
+if [ "${#packages[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${packages[*]} (apt-get) for the book's tests"
+    apt-get update -qq
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null; then
+      # Debian releases before bookworm ship the headless browser only inside chromium.
+      packages=("${packages[@]/chromium-headless-shell/chromium}")
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null || true
+    fi
+  else
+    say "missing ${packages[*]}: install them (Debian package names) for the book's tests"
+  fi
+fi
+export MINIGUN_REQUIRE_BOOK_TOOLS=1
 
 # -- the checks -------------------------------------------------------------------------------
 export PYO3_PYTHON=$base_python
