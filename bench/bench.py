@@ -294,7 +294,7 @@ def render(meta, summary, s_names, w_names, c_names, missing, reference):
         lines.append("Not measured: " + "; ".join(f"{k} ({report._short(val, 200)})"
                                                    for k, val in sorted(missing.items())) + ".")
         lines.append("")
-    lines += ["## Targets from issue 5", "", report.targets(summary), "",
+    lines += ["## minigun's targets", "", report.targets(summary), "",
               "## All figures", "",
               report.tables(summary, s_names, w_names, c_names, reference, missing),
               "<!-- ANCHOR_END: results -->", ""]
