@@ -436,18 +436,24 @@ impl Terminal {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .process_group(0);
-        // The reader's terminal knows nothing of the test run: no cargo test variables, no
-        // venv until the book activates one.
+        // The reader's terminal knows nothing of the test run: none of the variables cargo
+        // sets for a test (a user's own cargo settings stay, so nested builds stay fresh),
+        // and no venv until the book activates one.
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy().into_owned();
-            let keep = matches!(
-                key.as_str(),
-                "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_BUILD_TARGET_DIR"
-            );
-            if (key.starts_with("CARGO_") && !keep)
-                || key == "VIRTUAL_ENV"
-                || key.starts_with("RUST_TEST")
-            {
+            let set_for_tests = [
+                "CARGO_PKG_",
+                "CARGO_BIN_",
+                "CARGO_CRATE_",
+                "CARGO_MANIFEST_",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+                || matches!(
+                    key.as_str(),
+                    "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "CARGO_RUSTC_CURRENT_DIR"
+                );
+            if set_for_tests || key == "VIRTUAL_ENV" || key.starts_with("RUST_TEST") {
                 command.env_remove(&key);
             }
         }
