@@ -13,6 +13,7 @@
 //! start-up otherwise is restarted with an exponential back-off.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use pyo3::prelude::*;
 
 use crate::config::Settings;
 use crate::net::{self, Listener};
+use crate::notify::Notifier;
 use crate::signals::{Signal, SignalPipe};
 use crate::sys::{self, Exit, Fork, Pid, SharedSlots};
 use crate::worker::{self, slot_state};
@@ -74,6 +76,10 @@ pub struct Arbiter {
     rng: u64,
     /// The directory minigun was started in (before `--chdir`), for re-reading the config.
     start_dir: Option<std::path::PathBuf>,
+    /// systemd's notification socket (does nothing without `NOTIFY_SOCKET`).
+    notifier: Notifier,
+    /// `READY=1` is owed: at start-up, and after a HUP, until every wanted worker serves.
+    ready_owed: bool,
 }
 
 /// Binds, boots the workers and supervises them until stopped. Returns the exit status.
@@ -96,11 +102,34 @@ pub fn run(settings: Settings) -> i32 {
     }
     crate::info!("Starting minigun {}", env!("CARGO_PKG_VERSION"));
     let _ = sys::ignore_signal(libc::SIGPIPE);
+    match sys::raise_open_files_limit() {
+        Ok(n) => crate::debug!("Open files limit: {n}"),
+        Err(e) => crate::warning!("Cannot raise the open files limit: {e}"),
+    }
 
-    let mut listeners = Vec::new();
-    for spec in &settings.bind {
+    // Sockets systemd passed (LISTEN_FDS) replace --bind, as in gunicorn's create_sockets.
+    let mut listeners = match net::activated_listeners() {
+        Ok(passed) => passed.unwrap_or_default(),
+        Err(e) => {
+            crate::error!("{e}");
+            return 2;
+        }
+    };
+    for l in &listeners {
+        crate::info!("Listening at: {} ({})", l.addr, sys::getpid());
+    }
+    let binds = if listeners.is_empty() {
+        settings.bind.as_slice()
+    } else {
+        &[]
+    };
+    for spec in binds {
         match net::bind(spec, settings.backlog) {
             Ok(l) => {
+                if let Err(e) = net::set_owner(&l, settings.user, settings.group) {
+                    crate::error!("Cannot give {} to --user/--group: {e}", l.addr);
+                    return 1;
+                }
                 crate::info!("Listening at: {} ({})", l.addr, sys::getpid());
                 listeners.push(l);
             }
@@ -160,6 +189,8 @@ pub fn run(settings: Settings) -> i32 {
         reloading: false,
         start_dir,
         rng: sys::monotonic_ms() ^ (sys::getpid() as u64) << 20,
+        notifier: Notifier::from_env(),
+        ready_owed: true,
     };
     let code = arbiter.main_loop();
     arbiter.cleanup();
@@ -257,6 +288,10 @@ impl Arbiter {
             0
         };
         let ppid = sys::getpid();
+        // Signals stay blocked across the fork: in the child they wait, pending, until the
+        // worker has its own self-pipe and handlers (see `worker::run`); run in between, our
+        // handler would write into the arbiter's pipe, inherited by the child.
+        let mask = sys::block_all_signals();
         let forked = match &self.preloaded {
             // With a preloaded interpreter, fork while holding the GIL (so no other thread of
             // Python's is mid-way through anything) and let CPython fix up its state on both
@@ -268,8 +303,8 @@ impl Arbiter {
                     Ok(Fork::Child) => {
                         interpreter::after_fork_child();
                         let app = app.clone_ref(py);
-                        let code =
-                            py.detach(|| self.run_worker(slot, ppid, Some(app), max_requests));
+                        let code = py
+                            .detach(|| self.run_worker(slot, ppid, Some(app), max_requests, &mask));
                         sys::exit_now(code);
                     }
                     other => {
@@ -280,9 +315,12 @@ impl Arbiter {
             }),
             None => sys::fork(),
         };
+        if !matches!(forked, Ok(Fork::Child)) {
+            sys::restore_signals(&mask);
+        }
         match forked {
             Ok(Fork::Child) => {
-                let code = self.run_worker(slot, ppid, None, max_requests);
+                let code = self.run_worker(slot, ppid, None, max_requests, &mask);
                 sys::exit_now(code);
             }
             Ok(Fork::Parent(pid)) => {
@@ -303,7 +341,14 @@ impl Arbiter {
     }
 
     /// The body of a freshly forked worker.
-    fn run_worker(&self, slot: usize, ppid: Pid, app: Option<Py<PyAny>>, max_requests: u64) -> i32 {
+    fn run_worker(
+        &self,
+        slot: usize,
+        ppid: Pid,
+        app: Option<Py<PyAny>>,
+        max_requests: u64,
+        signal_mask: &sys::SignalMask,
+    ) -> i32 {
         crate::info!("Booting worker with pid: {}", sys::getpid());
         worker::run(worker::Setup {
             settings: &self.settings,
@@ -313,6 +358,7 @@ impl Arbiter {
             ppid,
             preloaded: app,
             max_requests,
+            signal_mask,
         })
     }
 
@@ -458,6 +504,30 @@ impl Arbiter {
                 self.retire(pid, libc::SIGTERM);
             }
         }
+        self.announce_ready();
+    }
+
+    /// systemd's `READY=1`, owed since start-up or the last HUP, once the wanted number of
+    /// workers of the current generation have booted (their listeners watched, the app
+    /// imported): from then on a request is served, not merely queued.
+    fn announce_ready(&mut self) {
+        if !self.ready_owed || self.reloading {
+            return;
+        }
+        let serving = self
+            .workers
+            .values()
+            .filter(|w| {
+                !w.old
+                    && !w.stopping
+                    && self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED != 0
+            })
+            .count();
+        if serving >= self.desired {
+            self.ready_owed = false;
+            self.notifier
+                .ready(&format!("{serving} workers serving, pid {}", sys::getpid()));
+        }
     }
 
     /// Asks a worker to finish gracefully.
@@ -479,6 +549,12 @@ impl Arbiter {
     /// one retires gracefully once the new one serves.
     fn handle_hup(&mut self) {
         crate::info!("Hang up: Master");
+        // RELOADING=1 now, READY=1 when the new generation serves (`announce_ready`); a HUP
+        // during start-up or during another reload owes the same READY=1 and says nothing new.
+        if !self.ready_owed {
+            self.notifier.reloading();
+            self.ready_owed = true;
+        }
         self.reload_settings();
         for w in self.workers.values_mut() {
             if !w.stopping {
@@ -545,8 +621,17 @@ impl Arbiter {
 
     /// Stops every worker and returns the arbiter's exit status.
     fn stop(&mut self, how: Stop) -> i32 {
-        // Closing our copies of the listeners first means the sockets close as soon as the
-        // last worker lets go of them.
+        self.notifier.stopping();
+        // The listening sockets stop accepting at once, for the workers too (they share them):
+        // a load balancer then sees refused connections and goes elsewhere, instead of
+        // connections queueing in a backlog nobody will accept from. A unix socket's file goes
+        // too, so new clients find nothing there.
+        for l in self.listeners.iter().filter(|l| !l.inherited) {
+            sys::stop_listening(l.as_raw_fd());
+            if let crate::net::ListenAddr::Unix(path) = &l.addr {
+                let _ = std::fs::remove_file(path);
+            }
+        }
         self.listeners.clear();
         let sig = match how {
             Stop::Graceful => libc::SIGTERM,
@@ -589,15 +674,12 @@ impl Arbiter {
         0
     }
 
-    /// Removes the pid file and unix socket files.
+    /// Removes the pid file. The unix socket files we bound went in `stop`; a `--bind unix:`
+    /// path is not removed by name here, because with socket activation that path is
+    /// systemd's socket, which must outlive us.
     fn cleanup(&mut self) {
         if let Some(path) = &self.settings.pidfile {
             let _ = std::fs::remove_file(path);
-        }
-        for spec in &self.settings.bind {
-            if let Some(path) = spec.strip_prefix("unix:") {
-                let _ = std::fs::remove_file(path);
-            }
         }
     }
 }

@@ -61,8 +61,9 @@ fn parse_args(args: &[String], source: &str) -> Result<Parsed, ConfigError> {
                 Some((f, v)) => (format!("--{f}"), Some(v.to_owned())),
                 None => (arg.clone(), None),
             }
-        } else if arg.len() > 2 {
-            (arg[..2].to_owned(), Some(arg[2..].to_owned()))
+        } else if let Some((i, _)) = arg.char_indices().nth(2) {
+            // `-wVALUE`: the flag is the dash and the next character, whatever its width.
+            (arg[..i].to_owned(), Some(arg[i..].to_owned()))
         } else {
             (arg.clone(), None)
         };

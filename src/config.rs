@@ -68,7 +68,8 @@ pub struct Settings {
     pub preload_app: bool,
     /// File to write the arbiter's pid to.
     pub pidfile: Option<PathBuf>,
-    /// Peers whose `X-Forwarded-Proto`/`-Ssl` headers are trusted; `*` trusts everyone.
+    /// Peers whose `X-Forwarded-Proto`/`-Ssl` headers are trusted; `*` trusts everyone (unix-socket
+    /// peers are trusted whatever this says, as in gunicorn).
     pub forwarded_allow_ips: Vec<String>,
     /// Switch workers to this user (name or uid) after binding.
     pub user: Option<u32>,
@@ -117,6 +118,20 @@ impl Default for Settings {
     }
 }
 
+/// The interpreter whose environment the app runs in: the active virtualenv's `python`, or
+/// the interpreter minigun was built against (`build.rs` bakes its path in). It evaluates
+/// config files, and `wsgi::interpreter` hands it to CPython as `executable`, so that
+/// CPython's own path calculation finds the venv exactly as for a `python` started there.
+pub fn python_executable() -> PathBuf {
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
+        let candidate = PathBuf::from(venv).join("bin").join("python");
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    PathBuf::from(env!("MINIGUN_PYTHON"))
+}
+
 /// A setting that could not be applied: which one, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
@@ -152,6 +167,20 @@ where
     match v.trim().parse::<T>() {
         Ok(n) if n >= min => Ok(n),
         _ => Err(format!("invalid value '{v}' (expected {what})")),
+    }
+}
+
+/// The longest time a duration setting may name: a year. Durations are kept in milliseconds,
+/// so an unbounded number of seconds would overflow; nobody means more than this.
+pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// A whole number of seconds from 0 to [`MAX_SECONDS`].
+fn parse_seconds(v: &str) -> Result<u64, String> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if n <= MAX_SECONDS => Ok(n),
+        _ => Err(format!(
+            "invalid value '{v}' (expected a whole number of seconds from 0 to {MAX_SECONDS})"
+        )),
     }
 }
 
@@ -273,17 +302,17 @@ pub static SETTINGS: &[Setting] = &[
         flags: &["-t", "--timeout"],
         metavar: Some("INT"),
         apply: |s, v| {
-            s.timeout = parse_num(v, 0, "a whole number of seconds")?;
+            s.timeout = parse_seconds(v)?;
             Ok(())
         },
-        doc: "Seconds a worker may be silent, or one request may run in the app, before it is killed and replaced; also how long a client gets to send a whole request (408). 0 = never. [30]",
+        doc: "Seconds a worker may be silent, or one request may run in the app, before it is killed and replaced; also how long a client gets to send a whole request (408) and may stall while taking a response. 0 = never kill (clients still get 30 s). [30]",
     },
     Setting {
         name: "graceful_timeout",
         flags: &["--graceful-timeout"],
         metavar: Some("INT"),
         apply: |s, v| {
-            s.graceful_timeout = parse_num(v, 0, "a whole number of seconds")?;
+            s.graceful_timeout = parse_seconds(v)?;
             Ok(())
         },
         doc: "Seconds workers get to finish requests after a graceful stop. [30]",
@@ -293,7 +322,7 @@ pub static SETTINGS: &[Setting] = &[
         flags: &["--keep-alive"],
         metavar: Some("INT"),
         apply: |s, v| {
-            s.keepalive = parse_num(v, 0, "a whole number of seconds")?;
+            s.keepalive = parse_seconds(v)?;
             Ok(())
         },
         doc: "Seconds an idle keep-alive connection is kept open; 0 disables keep-alive. [5]",
@@ -371,11 +400,14 @@ pub static SETTINGS: &[Setting] = &[
         flags: &["--limit-request-field_size", "--limit-request-field-size"],
         metavar: Some("INT"),
         apply: |s, v| {
-            let n: usize = parse_num(v, 0, "a whole number")?;
+            let n: usize = parse_num(v, 0, "a whole number from 0 to 65536")?;
+            if n > 65536 {
+                return Err(format!("invalid value '{v}' (expected a whole number from 0 to 65536)"));
+            }
             s.limit_request_field_size = if n == 0 { 65536 } else { n };
             Ok(())
         },
-        doc: "Longest header field in bytes; longer gets 431. 0 = 64 KiB. [8190]",
+        doc: "Longest header field in bytes; longer gets 431. 0 = the maximum, 65536. [8190]",
     },
     Setting {
         name: "limit_request_body",
@@ -495,7 +527,7 @@ pub static SETTINGS: &[Setting] = &[
                 v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect();
             Ok(())
         },
-        doc: "Comma-separated proxy addresses whose X-Forwarded-Proto is trusted; '*' for any. [127.0.0.1,::1]",
+        doc: "Comma-separated proxy addresses whose X-Forwarded-Proto is trusted; '*' for any; unix-socket peers always. [127.0.0.1,::1]",
     },
     Setting {
         name: "user",
@@ -608,7 +640,7 @@ impl Settings {
                 path.display()
             )));
         }
-        let output = Command::new(crate::wsgi::interpreter::python_executable())
+        let output = Command::new(python_executable())
             .arg("-c")
             .arg(CONFIG_READER)
             .arg(path)
@@ -669,6 +701,11 @@ impl Settings {
     /// before it instead of adding to them.
     pub fn start_source(&mut self) {
         self.bind_given = false;
+    }
+
+    /// `--timeout` in milliseconds; `None` when it is 0 (never).
+    pub fn timeout_ms(&self) -> Option<u64> {
+        (self.timeout > 0).then(|| self.timeout.saturating_mul(1000))
     }
 
     /// Checks settings that depend on each other, once every source has been applied.

@@ -4,17 +4,28 @@
 //!
 //! * [`cli`] and [`config`] turn gunicorn-style flags, a `-c config.py` file and
 //!   `MINIGUN_CMD_ARGS` into one [`config::Settings`].
-//! * [`arbiter`] is the master process: it binds the listeners ([`net`]), forks the workers,
-//!   reaps, replaces and kills them, and reacts to signals ([`signals`]).
-//! * [`worker`] is one worker process: an epoll loop shared by `--threads` threads that accepts
-//!   connections, reads requests and keeps idle connections.
+//! * [`arbiter`] is the master process: it binds the listeners ([`net`]), or takes the ones
+//!   systemd passed, forks the workers, reaps, replaces and kills them (and any other child, as
+//!   PID 1 must), reacts to signals ([`signals`]) and tells systemd how it is doing ([`notify`]).
+//! * [`worker`] is one worker process: an epoll loop shared by `--threads` threads
+//!   (leader/followers) that accepts connections, parks the ones that wait, and hands complete
+//!   requests to the app.
+//! * [`conn`] is one connection's state machine: idle, reading a head, reading a body (spooled
+//!   in memory or a temporary file), ready for the app, lingering; and the memory bounds on
+//!   what clients may make it buffer.
 //! * [`http`] parses request heads and bodies and frames responses (RFC 9110/9112); it knows
-//!   nothing of Python and is tested on bytes.
+//!   nothing of Python or sockets and is tested on bytes.
 //! * [`wsgi`] is PEP 3333 over pyo3: starting the right interpreter, the environ, `wsgi.input`,
 //!   `start_response`, result iteration.
-//! * [`log`] writes gunicorn-shaped error and access logs.
+//! * [`client`] is the one layer that touches client sockets: the EINTR-correct read, write,
+//!   wait and sendfile loops, the heartbeat, and the revocable lease through which the app
+//!   reaches a request's socket.
+//! * [`log`] writes gunicorn-shaped error and access logs; [`date`] formats their times.
 //! * [`sys`] holds the safe wrappers over libc; with `wsgi::interpreter` (CPython start-up),
 //!   it is where the crate's `unsafe` code lives.
+//!
+//! Dependencies point one way: `arbiter` → `worker` → `conn` → {`wsgi`, `http`} → `client` →
+//! `sys`; `wsgi` never calls back into `worker` or `conn`, and `http` knows nothing of `log`.
 //!
 //! Errors: cold paths (start-up, configuration) return strings or boxed errors with context;
 //! the request path uses small `Copy` enums ([`http::Error`]) so refusing a request allocates
@@ -27,10 +38,14 @@
 
 pub mod arbiter;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod conn;
+pub mod date;
 pub mod http;
 pub mod log;
 pub mod net;
+pub mod notify;
 pub mod signals;
 pub mod sys;
 pub mod worker;

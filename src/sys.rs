@@ -176,18 +176,49 @@ pub fn group_by_name(name: &str) -> Option<u32> {
 // Signals
 // ---------------------------------------------------------------------------------------------
 
-/// Installs `handler` for `sig`, with `SA_RESTART` off so a blocking call returns `EINTR`.
+/// Installs `handler` for `sig`, with `SA_RESTART`: a read or write the signal interrupts is
+/// restarted by the kernel instead of failing with `EINTR`. Calls the kernel never restarts
+/// (poll, epoll_wait, and any call with a timeout) still return `EINTR`, which every loop in
+/// the crate treats as "again" (see `client`).
 ///
-/// The handler must be async-signal-safe (signal-safety(7)): minigun's handlers only store to an
-/// atomic and `write` one byte to a pipe.
+/// The handler must be async-signal-safe (signal-safety(7)): minigun's handlers only `write`
+/// one byte to a pipe, and save and restore `errno` around it.
 pub fn set_handler(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
     // SAFETY: an all-zero sigaction is a valid "no flags, empty mask" value.
     let mut action: libc::sigaction = unsafe { mem::zeroed() };
     action.sa_sigaction = handler as usize;
+    action.sa_flags = libc::SA_RESTART;
     // SAFETY: `action.sa_mask` is a valid sigset_t we own.
     unsafe { libc::sigemptyset(&mut action.sa_mask) };
     // SAFETY: `action` is fully initialised and outlives the call; the old action is not asked for.
     check(unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) }).map(drop)
+}
+
+/// The signal mask of the calling thread, as saved by [`block_all_signals`].
+pub struct SignalMask(libc::sigset_t);
+
+/// Blocks every signal in the calling thread and returns the mask to restore. The arbiter
+/// forks with signals blocked, so a signal sent to a new worker before the worker has its own
+/// self-pipe waits, pending, instead of running the arbiter's handler in the child (which
+/// would write into the arbiter's pipe).
+pub fn block_all_signals() -> SignalMask {
+    // SAFETY: all-zero sigset_t values are valid buffers for sigfillset and sigprocmask to fill.
+    let mut all: libc::sigset_t = unsafe { mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { mem::zeroed() };
+    // SAFETY: `all` and `old` are valid sigset_t values we own, for the duration of the calls.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+    }
+    SignalMask(old)
+}
+
+/// Restores a mask saved by [`block_all_signals`]; signals that arrived meanwhile are delivered
+/// now, to the handlers installed by then.
+pub fn restore_signals(mask: &SignalMask) {
+    // SAFETY: `mask.0` is a valid sigset_t filled by pthread_sigmask.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &mask.0, std::ptr::null_mut()) };
 }
 
 /// Makes `sig` ignored (`SIG_IGN`).
@@ -209,11 +240,18 @@ fn set_disposition(sig: libc::c_int, disposition: libc::sighandler_t) -> io::Res
 }
 
 /// Writes one byte to `fd` from a signal handler: `write(2)` is async-signal-safe, and errors
-/// (a full pipe means a wake-up is already pending) are deliberately ignored.
+/// (a full pipe means a wake-up is already pending) are deliberately ignored. `errno` is saved
+/// and restored: the handler may interrupt code that is about to read it.
 pub fn signal_safe_write_byte(fd: RawFd, byte: u8) {
     let buf = [byte];
-    // SAFETY: `buf` is a valid one-byte buffer for the duration of the call.
-    unsafe { libc::write(fd, buf.as_ptr().cast(), 1) };
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life;
+    // `buf` is a valid one-byte buffer for the duration of the write.
+    unsafe {
+        let errno = libc::__errno_location();
+        let saved = *errno;
+        libc::write(fd, buf.as_ptr().cast(), 1);
+        *errno = saved;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -306,6 +344,80 @@ pub fn sendfile(socket: RawFd, file: RawFd, offset: &mut i64, count: usize) -> i
     check_size(unsafe { libc::sendfile(socket, file, offset, count) })
 }
 
+/// Creates an anonymous temporary file in `dir`: opened read-write and close-on-exec, with no
+/// name (O_TMPFILE), so it disappears with its last descriptor even if the process is killed.
+/// Falls back to a named file that is unlinked at once where the file system has no O_TMPFILE.
+pub fn anonymous_file(dir: &std::path::Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let cdir = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: `cdir` is NUL-terminated and outlives the call; the mode is a plain integer.
+    let fd = unsafe {
+        libc::open(
+            cdir.as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC | libc::O_EXCL,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: open returned a new descriptor that nobody else owns.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    let mut template = dir.as_os_str().as_bytes().to_vec();
+    template.extend_from_slice(b"/minigun-body-XXXXXX\0");
+    // SAFETY: `template` is a writable, NUL-terminated buffer ending in six X, as mkostemp
+    // requires; it replaces the X in place.
+    let fd = check(unsafe { libc::mkostemp(template.as_mut_ptr().cast(), libc::O_CLOEXEC) })?;
+    // SAFETY: mkostemp returned a new descriptor that nobody else owns.
+    let file = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `template` now holds the NUL-terminated name mkostemp created.
+    unsafe { libc::unlink(template.as_ptr().cast()) };
+    Ok(file)
+}
+
+/// Writes all of `data` to a regular file at `offset`.
+pub fn pwrite_all(fd: RawFd, mut data: &[u8], mut offset: u64) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: `data` is valid for reads of `data.len()` bytes for the duration of the call.
+        let rc = unsafe { libc::pwrite(fd, data.as_ptr().cast(), data.len(), offset as i64) };
+        match check_size(rc) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                data = &data[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads from a regular file at `offset` into `buf`, as much as is there (short only at the
+/// end of the file).
+pub fn pread_full(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is valid for writes of `rest.len()` bytes for the duration of the call.
+        let rc = unsafe {
+            libc::pread(
+                fd,
+                rest.as_mut_ptr().cast(),
+                rest.len(),
+                (offset + done as u64) as i64,
+            )
+        };
+        match check_size(rc) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 /// The size of the file behind `fd`, or `None` when it is not a regular file.
 pub fn regular_file_size(fd: RawFd) -> Option<u64> {
     // SAFETY: an all-zero stat is a valid buffer for fstat to fill.
@@ -328,7 +440,9 @@ pub enum Ready {
 
 /// Waits until `fd` is ready or `timeout_ms` passes; `Ok(false)` on timeout.
 ///
-/// Error and hang-up conditions count as ready: the following read or write reports them.
+/// A signal ends the wait early with `Interrupted` (poll(2) is never restarted, `SA_RESTART` or
+/// not): the caller waits again against its own deadline. Error and hang-up conditions count as
+/// ready: the following read or write reports them.
 pub fn poll_one(fd: RawFd, ready: Ready, timeout_ms: i32) -> io::Result<bool> {
     let events = match ready {
         Ready::Read => libc::POLLIN,
@@ -567,6 +681,79 @@ pub fn inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// An eventfd: a counter one thread bumps to wake another out of epoll_wait.
+pub struct EventFd {
+    fd: OwnedFd,
+}
+
+impl EventFd {
+    /// A non-blocking, close-on-exec eventfd.
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd(2) takes plain integers.
+        let fd = check(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        // SAFETY: eventfd returned a new descriptor that nobody else owns.
+        Ok(EventFd {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// The descriptor to watch.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Wakes whoever watches it. A full counter means a wake-up is pending anyway.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: `one` is a valid 8-byte buffer for the duration of the call.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Resets the counter after a wake-up.
+    pub fn drain(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: `n` is a valid, writable 8-byte buffer for the duration of the call.
+        unsafe { libc::read(self.fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, and returns the new soft limit. A
+/// worker holds a descriptor per connection and one per spooled request body, and the usual
+/// soft limit (1024) is below what `--worker-connections` allows.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    // SAFETY: an all-zero rlimit is a valid buffer for getrlimit to fill.
+    let mut limit: libc::rlimit = unsafe { mem::zeroed() };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `limit` is a valid rlimit read from the kernel, with cur <= max.
+        check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
+    }
+    Ok(limit.rlim_cur as u64)
+}
+
+/// Bytes waiting to be read in a socket's receive queue (0 when it cannot tell).
+pub fn bytes_waiting(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid for the call.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if rc == -1 {
+        0
+    } else {
+        n.max(0) as usize
+    }
+}
+
+/// Shuts down the receiving half of a listening socket: the kernel stops accepting on it at
+/// once, for every process that shares it, and connections still in its backlog are reset.
+/// The arbiter does this on a stop, so a load balancer sees refused connections immediately
+/// instead of connections that queue behind workers that will never accept them.
+pub fn stop_listening(fd: RawFd) {
+    // SAFETY: shutdown(2) takes plain integers; an error (not a listener any more) is harmless.
+    unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+}
+
 /// Shuts down the writing half: the peer reads end of file while we can still drain its bytes.
 pub fn shutdown_write(fd: RawFd) {
     // SAFETY: shutdown(2) takes plain integers; an error (already closed) needs no handling.
@@ -622,33 +809,57 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
-    /// Waits up to `timeout_ms` for events, filling `out` (which is cleared first).
-    pub fn wait(&self, out: &mut Vec<Event>, capacity: usize, timeout_ms: i32) -> io::Result<()> {
-        let mut raw: Vec<libc::epoll_event> = Vec::with_capacity(capacity);
-        // SAFETY: `raw` has room for `capacity` events; the kernel writes at most that many and
-        // we set the length to the count it reports.
+    /// Waits up to `timeout_ms` for events, filling `events` (cleared first). An interrupted
+    /// wait (`EINTR`) returns with no events: the caller's loop comes round again.
+    pub fn wait(&self, events: &mut Events, timeout_ms: i32) -> io::Result<()> {
+        events.len = 0;
+        // SAFETY: `events.raw` holds `events.raw.len()` initialised epoll_event values; the
+        // kernel writes at most that many and reports how many.
         let n = unsafe {
             libc::epoll_wait(
                 self.fd.as_raw_fd(),
-                raw.as_mut_ptr(),
-                capacity as libc::c_int,
+                events.raw.as_mut_ptr(),
+                events.raw.len() as libc::c_int,
                 timeout_ms,
             )
         };
-        out.clear();
         match check(n) {
             Ok(n) => {
-                // SAFETY: epoll_wait initialised the first `n` entries (n <= capacity).
-                unsafe { raw.set_len(n as usize) };
-                out.extend(raw.iter().map(|ev| Event {
-                    token: ev.u64,
-                    bits: ev.events,
-                }));
+                events.len = n as usize;
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A reusable buffer of epoll events: allocated once per thread, not once per wait.
+pub struct Events {
+    raw: Vec<libc::epoll_event>,
+    len: usize,
+}
+
+impl Events {
+    /// Room for `capacity` events per wait.
+    pub fn with_capacity(capacity: usize) -> Events {
+        Events {
+            raw: vec![libc::epoll_event { events: 0, u64: 0 }; capacity.max(1)],
+            len: 0,
+        }
+    }
+
+    /// The events of the last wait.
+    pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
+        self.raw[..self.len].iter().map(|ev| Event {
+            token: ev.u64,
+            bits: ev.events,
+        })
+    }
+
+    /// True when the last wait returned nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -715,6 +926,16 @@ pub fn monotonic_ms() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Microseconds on the monotonic clock: the `MONOTONIC_USEC=` of a systemd notification, which
+/// systemd compares with its own reading of the same clock (see `notify`).
+pub fn monotonic_us() -> u64 {
+    // SAFETY: an all-zero timespec is valid for clock_gettime to fill.
+    let mut ts: libc::timespec = unsafe { mem::zeroed() };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
 /// Resident set size of this process in bytes, from /proc/self/statm.

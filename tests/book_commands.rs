@@ -318,7 +318,7 @@ fn mask(line: &str) -> String {
     let digits = |c: char| c.is_ascii_digit();
     let version = |c: char| c.is_ascii_digit() || c == '.';
     let mut line = mask_after(line, "127.0.0.1:", digits, "<port>");
-    for marker in ["pid: ", "pid:", "pid="] {
+    for marker in ["pid: ", "pid:", "pid=", "reaped child "] {
         line = mask_after(&line, marker, digits, "<pid>");
     }
     line = mask_after(&line, "curl/", version, "<version>");
@@ -877,7 +877,8 @@ fn masks_hide_only_what_varies() {
         "Listening on http://127.0.0.1:23456\n[31028] Worker exited\n\
          127.0.0.1:50312: connected\nreal\t0m1.803s\n31029 31027 S    step07 -w 2\n17252\n\
          Requests/sec:  90251.20\n2.814632 s 200\nContent-Length: 158\n\
-         {\"agent\":\"curl/7.88.1\"}\nBooting worker with pid: 4242\n\n",
+         {\"agent\":\"curl/7.88.1\"}\nBooting worker with pid: 4242\n\
+         trace: [17250] reaped child 17252 (exit status: 0)\n\n",
         port,
     );
     let want = [
@@ -892,6 +893,7 @@ fn masks_hide_only_what_varies() {
         "Content-Length: 158",
         "{\"agent\":\"curl/<version>\"}",
         "Booting worker with pid: <pid>",
+        "trace: [<pid>] reaped child <pid> (exit status: 0)",
     ];
     assert_eq!(got, want);
     let dots: Vec<String> = ["a", "...", "d"].map(String::from).to_vec();

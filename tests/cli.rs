@@ -81,6 +81,16 @@ fn an_unknown_flag_exits_2_with_one_line_naming_it() {
 }
 
 #[test]
+fn a_flag_with_non_ascii_letters_exits_2_with_one_line_naming_it() {
+    for flag in ["-é", "-wé", "--é", "-\u{1F600}"] {
+        let (code, _, stderr) = run_to_exit(&[flag, "--chdir", "examples", "hello:app"]);
+        let lines = non_empty(&stderr);
+        assert_eq!(code, Some(2), "{flag}: stderr {stderr:#?}");
+        assert_eq!(lines.len(), 1, "{flag}: expected one line, got {stderr:#?}");
+    }
+}
+
+#[test]
 fn a_bad_value_exits_2_with_one_line_naming_the_flag_and_value() {
     let cases: &[(&[&str], &str, &str)] = &[
         (&["-w", "lots"], "-w", "lots"),
@@ -94,6 +104,23 @@ fn a_bad_value_exits_2_with_one_line_naming_the_flag_and_value() {
         ),
         (&["--keep-alive", "forever"], "--keep-alive", "forever"),
         (&["--log-level", "loud"], "--log-level", "loud"),
+        // Durations are kept in milliseconds: past a year they are refused, not overflowed.
+        (
+            &["--timeout", "18446744073709551"],
+            "--timeout",
+            "18446744073709551",
+        ),
+        (
+            &["--graceful-timeout", "99999999999"],
+            "--graceful-timeout",
+            "99999999999",
+        ),
+        (&["--keep-alive", "31536001"], "--keep-alive", "31536001"),
+        (
+            &["--limit-request-field_size", "100000000"],
+            "--limit-request-field_size",
+            "100000000",
+        ),
     ];
     for (flags, flag, value) in cases {
         let mut args = flags.to_vec();

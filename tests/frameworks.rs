@@ -1,8 +1,8 @@
-//! Real framework sites served by minigun: the Flask, Django and Pyramid examples in
-//! `examples/`, driven with `requests`, curl and raw sockets the way a user's browser or API
-//! client would drive them.
+//! Real framework sites served by minigun: the Flask, Django, Pyramid, Falcon and Bottle
+//! examples in `examples/`, driven with `requests`, curl and raw sockets the way a user's
+//! browser or API client would drive them.
 //!
-//! The three examples expose the same pages (see each file's docstring), so one macro writes
+//! The five examples expose the same pages (see each file's docstring), so one macro writes
 //! the same checks for each framework. Without the frameworks installed the tests skip with a
 //! message; tests/run.sh installs them and sets `MINIGUN_REQUIRE_FRAMEWORKS=1` so a skip there
 //! fails instead.
@@ -92,6 +92,49 @@ assert "<form" in r.text and "minigun +" in r.text, r.text[:200]
                 let out = curl(&["-I", &format!("{}/", server.base_url())]);
                 assert!(out.status.success(), "curl -I failed: {:?}", out);
                 assert!(String::from_utf8_lossy(&out.stdout).starts_with("HTTP/1.1 200"));
+            }
+
+            #[test]
+            #[ignore = "minigun bug: HEAD of a streamed page says Content-Length: 0 (the length of the framework's empty HEAD body) though GET sends a body"]
+            fn answers_head_for_a_streamed_page_without_calling_it_empty() {
+                let Some(server) = start() else { return };
+                let port = server.port();
+                let get = exchange(
+                    port,
+                    format!(
+                        "GET /stream?lines=3 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                    Duration::from_secs(20),
+                )
+                .expect("GET /stream");
+                let get = parse_response(&get).expect("a GET response");
+                assert_eq!(get.text(), "line 0\nline 1\nline 2\n");
+                // The frameworks drop the body of a HEAD response and return an empty one. Its
+                // length is not the page's: RFC 9110 §8.6 allows a Content-Length in a HEAD
+                // response only when it equals what GET would send, so the server must send
+                // the GET length or none (gunicorn sends none).
+                let raw = exchange(
+                    port,
+                    format!(
+                        "HEAD /stream?lines=3 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                    Duration::from_secs(20),
+                )
+                .expect("HEAD /stream");
+                let head_end = find(&raw, b"\r\n\r\n").expect("a complete head") + 4;
+                assert_eq!(raw.len(), head_end, "HEAD response carried a body");
+                let head = common::parse_head(&raw[..head_end - 4]).expect("a HEAD response");
+                assert_eq!(head.status, 200, "{:?}", head.headers);
+                if let Some(length) = head.header("content-length") {
+                    assert_eq!(
+                        length,
+                        get.body.len().to_string(),
+                        "HEAD claims a length GET does not send: {:?}",
+                        head.headers
+                    );
+                }
             }
 
             #[test]
@@ -239,3 +282,5 @@ with requests.Session() as s:
 framework_tests!(flask, "flask", "flask_app:app");
 framework_tests!(django, "django", "django_app:application");
 framework_tests!(pyramid, "pyramid", "pyramid_app:app");
+framework_tests!(falcon, "falcon", "falcon_app:app");
+framework_tests!(bottle, "bottle", "bottle_app:app");

@@ -2,9 +2,11 @@
 # The project's one test command (README, "Set up"; .ci/run calls it). On a fresh machine it
 #   1. makes .venv from the python3 minigun builds against, and installs examples/requirements.txt
 #      into it (skipped on later runs while requirements.txt is unchanged);
-#   2. installs mdbook with cargo if it is not on PATH, and with apt-get the tools the book's
-#      commands use (curl, netcat-openbsd, wrk, procps, iproute2) and headless Chromium;
-#   3. runs cargo fmt --check, clippy with warnings as errors, every workspace test (the framework
+#   2. installs from Debian what the tests run and is missing: nginx, openssl and unshare
+#      (tests/deploy.rs), and the reader's tools for the book's commands (curl, netcat-openbsd,
+#      wrk, procps, iproute2) and headless Chromium (tests/book_*.rs);
+#   3. installs mdbook with cargo if it is not on PATH;
+#   4. runs cargo fmt --check, clippy with warnings as errors, every workspace test (the framework
 #      tests must run, not skip), and builds the book;
 # then prints one line per check and exits non-zero if any failed.
 set -euo pipefail
@@ -42,38 +44,57 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "$wanted" >"$stamp"
 fi
 
+# -- Debian packages --------------------------------------------------------------------------
+# tests/deploy.rs runs the shipped nginx site config in front of minigun (nginx, with openssl
+# for its throwaway certificate) and minigun as PID 1 of a new PID namespace (util-linux's
+# unshare). tests/book_commands.rs runs every command the book prints, with the reader's tools,
+# and tests/book_browser.rs opens the built book in headless Chromium. Whatever is missing is
+# installed as root on Debian; elsewhere install it yourself. With MINIGUN_REQUIRE_BOOK_TOOLS
+# set (below), a book tool still missing fails those tests instead of skipping them.
+wanted_tools=(nginx:nginx-light openssl:openssl unshare:util-linux curl:curl nc:netcat-openbsd
+  wrk:wrk ps:procps pgrep:procps ss:iproute2 chromium-headless-shell:chromium-headless-shell)
+missing=()
+for pair in "${wanted_tools[@]}"; do
+  tool=${pair%%:*} package=${pair#*:}
+  if command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ]; then continue; fi
+  [[ " ${missing[*]} " == *" $package "* ]] || missing+=("$package")
+done
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${missing[*]} (apt-get)"
+    # Without a policy-rc.d that says no, the package's postinst would start nginx as a
+    # service on port 80; the tests start their own nginx, so keep that from happening.
+    policy=/usr/sbin/policy-rc.d
+    made_policy=
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+    fi
+    installed=0
+    if apt-get update -qq; then
+      # Debian releases before bookworm ship the headless browser only inside chromium.
+      apt_install "${missing[@]}" ||
+        apt_install "${missing[@]/chromium-headless-shell/chromium}" || installed=$?
+    else
+      installed=1
+    fi
+    if [ -n "$made_policy" ]; then rm -f "$policy"; fi
+    if [ "$installed" -ne 0 ]; then
+      say "apt-get install ${missing[*]} failed: tests/deploy.rs or the book's tests will fail"
+    fi
+  else
+    say "missing ${missing[*]}: tests/deploy.rs or the book's tests will fail; install them (not root or not Debian)"
+  fi
+fi
+export PATH="$PATH:/usr/sbin"
+
 # -- mdbook -----------------------------------------------------------------------------------
 export PATH="$HOME/.cargo/bin:$PATH"
 if [ -f book/book.toml ] && ! command -v mdbook >/dev/null 2>&1; then
   say "installing mdbook (cargo install mdbook --locked)"
   cargo install mdbook --locked --quiet
-fi
-
-# -- tools for the book's tests --------------------------------------------------------------
-# tests/book_commands.rs runs every command the book prints, with the reader's tools, and
-# tests/book_browser.rs opens the built book in headless Chromium. Whatever is missing comes
-# from Debian's packages; with MINIGUN_REQUIRE_BOOK_TOOLS set, a tool still missing fails
-# those tests instead of skipping them.
-book_tools=(curl:curl nc:netcat-openbsd wrk:wrk ps:procps pgrep:procps ss:iproute2
-  chromium-headless-shell:chromium-headless-shell)
-packages=()
-for pair in "${book_tools[@]}"; do
-  if ! command -v "${pair%%:*}" >/dev/null 2>&1 && [[ " ${packages[*]} " != *" ${pair#*:} "* ]]; then
-    packages+=("${pair#*:}")
-  fi
-done
-if [ "${#packages[@]}" -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing ${packages[*]} (apt-get) for the book's tests"
-    apt-get update -qq
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null; then
-      # Debian releases before bookworm ship the headless browser only inside chromium.
-      packages=("${packages[@]/chromium-headless-shell/chromium}")
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null || true
-    fi
-  else
-    say "missing ${packages[*]}: install them (Debian package names) for the book's tests"
-  fi
 fi
 export MINIGUN_REQUIRE_BOOK_TOOLS=1
 

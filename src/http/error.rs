@@ -28,6 +28,8 @@ pub enum Error {
     ExpectationFailed,
     /// The client stopped sending in the middle of a request: 408.
     Timeout,
+    /// The server could not take the request in (a body that cannot be stored): 500.
+    ServerError(&'static str),
 }
 
 impl Error {
@@ -44,6 +46,7 @@ impl Error {
             Error::VersionNotSupported => (505, "HTTP Version Not Supported"),
             Error::ExpectationFailed => (417, "Expectation Failed"),
             Error::Timeout => (408, "Request Timeout"),
+            Error::ServerError(_) => (500, "Internal Server Error"),
         }
     }
 }
@@ -60,6 +63,7 @@ impl fmt::Display for Error {
             Error::VersionNotSupported => f.write_str("HTTP version not supported"),
             Error::ExpectationFailed => f.write_str("unsupported expectation"),
             Error::Timeout => f.write_str("timed out waiting for the request"),
+            Error::ServerError(why) => write!(f, "server error: {why}"),
         }
     }
 }

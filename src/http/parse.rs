@@ -58,10 +58,14 @@ pub struct Span {
 }
 
 impl Span {
+    /// A span of the head being parsed. [`parse_head`] refuses heads longer than `u32::MAX`
+    /// bytes before making any span, so both offsets fit; a larger value would be a bug, and
+    /// saturates (an empty or short span) rather than wrapping to point elsewhere.
     fn new(start: usize, end: usize) -> Span {
+        let fit = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Span {
-            start: start as u32,
-            end: end as u32,
+            start: fit(start),
+            end: fit(end),
         }
     }
 
@@ -321,6 +325,11 @@ impl HeadScanner {
 
 /// Parses a complete head of `len` bytes (as found by [`HeadScanner::scan`]) into `head`.
 pub fn parse_head(buf: &[u8], len: usize, head: &mut Head) -> Result<(), Error> {
+    // Spans are u32 offsets. The limits keep real heads far below this; the check keeps a
+    // configuration that allows more from producing spans that point at the wrong bytes.
+    if len > u32::MAX as usize {
+        return Err(Error::HeaderTooLarge);
+    }
     head.headers.clear();
     head.len = len;
     head.host = None;

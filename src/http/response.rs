@@ -28,7 +28,7 @@ pub fn push_date_and_server(out: &mut Vec<u8>) {
         if cached.0 != now {
             cached.1.clear();
             cached.1.extend_from_slice(b"Date: ");
-            crate::log::http_date(now, &mut cached.1);
+            crate::date::http_date(now, &mut cached.1);
             cached.1.extend_from_slice(b"\r\nServer: ");
             cached.1.extend_from_slice(SERVER);
             cached.1.extend_from_slice(b"\r\n");

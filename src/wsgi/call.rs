@@ -1,28 +1,30 @@
 //! One WSGI call: environ in, response out (PEP 3333 §"Specification Details").
 //!
-//! [`serve`] runs with the GIL held and releases it for every wait on the socket. It builds the
-//! environ, calls the app, iterates what the app returned, sends it through the
-//! [`Writer`](super::response::Writer), and always calls the result's `close()`. Failures go to
-//! the right party: an app exception before anything was sent becomes a 500 (413/408 when it
-//! came from reading a too-large or stalled body) and a traceback in the error log; one after
-//! the head was sent ends the connection, so the client never mistakes a truncated body for a
-//! whole one. Nothing the app does takes the worker down.
+//! [`serve`] runs with the GIL held and releases it only to wait for the client's socket. It
+//! builds the environ, calls the app, iterates what the app returned, sends it through the
+//! [`Writer`], and always calls the result's `close()`. Then it revokes what the app was
+//! handed (`start_response`'s `write`, `wsgi.input`), so nothing the app kept can reach this
+//! request's socket or body afterwards.
+//!
+//! Failures go to the right party: an app exception before anything was sent becomes a 500 and
+//! a traceback in the error log; one after the head was sent ends the connection, so the
+//! client never mistakes a truncated body for a whole one. A panic in our own glue code (a bug)
+//! is caught here too and treated like an app exception: the worker and its other clients go
+//! on.
 
-use std::os::fd::RawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use super::environ::{self, Client, Templates, ThreadCache};
-use super::input::{write_all_blocking, BodyError, BodyReader, Input};
+use super::input::{Input, Spool};
 use super::interpreter::format_traceback;
 use super::response::{FileWrapper, StartResponse, Writer};
+use crate::client::ClientIo;
 use crate::http::response::simple_response;
-use crate::http::{Error, Framing, Head};
-
-/// Most unread body bytes drained after a response so the connection can be reused; beyond
-/// this the connection is closed instead (gunicorn bounds its drain the same way).
-const MAX_DRAIN: u64 = 1 << 20;
+use crate::http::Head;
 
 /// What a worker shares with every request: the app and the environ templates.
 pub struct App {
@@ -30,37 +32,30 @@ pub struct App {
     pub app: Py<PyAny>,
     /// Environ templates and key caches.
     pub templates: Templates,
-    /// The `wsgi.input` for requests without a body: always empty, shared.
+    /// The `wsgi.input` for requests without a body: always empty, shared, never revoked.
     pub empty_input: Py<Input>,
-    /// Timeout for socket waits inside a request, in milliseconds.
-    pub io_timeout_ms: i32,
-    /// `--limit-request-body` (0 = none), for chunked bodies.
-    pub body_limit: u64,
     /// Whether the access log needs response headers kept.
     pub keep_response_headers: bool,
 }
 
-/// One request as the worker hands it over.
-pub struct Exchange<'a> {
-    /// The client socket (non-blocking).
-    pub fd: RawFd,
+/// One request as the worker hands it over: head and body complete.
+pub struct Request<'a> {
+    /// The request's way to the client, for the response.
+    pub io: ClientIo,
     /// Client address facts for the environ.
     pub client: Client<'a>,
-    /// The connection buffer: the head at `[..head.len]`, then any body bytes already read.
-    pub buf: &'a mut Vec<u8>,
+    /// The connection buffer, holding the head at `[..head.len]`.
+    pub buf: &'a [u8],
     /// The parsed head.
     pub head: &'a Head,
+    /// The body, read in full by the worker before the call; `None` when there is none.
+    pub body: Option<Spool>,
     /// False when the server wants the connection closed after this response (stopping).
     pub may_keep_alive: bool,
-    /// When the client must have sent the whole request, body included (ms, monotonic):
-    /// `--timeout` after its first byte.
-    pub deadline_ms: u64,
 }
 
 /// How the exchange ended.
 pub struct Outcome {
-    /// Bytes at the front of the buffer that belonged to this request (head and body).
-    pub consumed: usize,
     /// Whether the connection can carry another request.
     pub keep_alive: bool,
     /// The status sent.
@@ -71,220 +66,158 @@ pub struct Outcome {
     pub response_headers: Vec<(String, String)>,
 }
 
-/// Serves one request.
-pub fn serve(py: Python<'_>, app: &App, cache: &mut ThreadCache, ex: Exchange<'_>) -> Outcome {
-    let head = ex.head;
-    let is_head = head.is_head(ex.buf);
-    let keep_alive = head.keep_alive && ex.may_keep_alive;
-
-    // The environ is built while the head's bytes are still in the connection buffer.
-    let mut client = ex.client;
-    let env = match environ::build(py, &app.templates, cache, &mut client, ex.buf, head) {
-        Ok(env) => env,
-        Err(e) => return fail_early(py, ex.fd, app, head, &e),
-    };
-
-    // wsgi.input: a stream over the body (it takes the buffer along), or the shared empty one.
-    let body = match head.framing {
-        Framing::None => None,
-        Framing::Length(n) => Some((None, n)),
-        Framing::Chunked => Some((Some(app.body_limit), 0)),
-    };
-    let continue_owed = (head.expect_continue && body.is_some())
-        .then(|| std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)));
-    let input: Py<Input> = match body {
-        None => app.empty_input.clone_ref(py),
-        Some((chunked, length)) => {
-            let reader = BodyReader::new(
-                ex.fd,
-                std::mem::take(ex.buf),
-                head.len,
-                chunked,
-                length,
-                continue_owed.clone(),
-                ex.deadline_ms,
-            );
-            match Py::new(py, Input::new(Some(reader))) {
-                Ok(i) => i,
-                Err(e) => return fail_early(py, ex.fd, app, head, &e),
-            }
-        }
-    };
-    let input = input.into_bound(py);
-
-    let mut writer = Writer::new(ex.fd, head.minor, is_head, keep_alive, app.io_timeout_ms);
-    writer.keep_headers = app.keep_response_headers;
-    writer.continue_owed = continue_owed;
-    let finished = match env.set_item(pyo3::intern!(py, "wsgi.input"), &input) {
-        Ok(()) => call_and_send(py, app, env, writer, &input),
-        Err(e) => {
-            fail_early(py, ex.fd, app, head, &e);
-            Finished::failed()
-        }
-    };
-
-    // Take the connection buffer back from the body reader; drain what the app left unread.
-    let mut keep_alive = finished.keep_alive && !finished.broken;
-    let consumed = match input.get().take() {
-        Some(mut reader) => {
-            if keep_alive && !reader.drain(py, MAX_DRAIN) {
-                keep_alive = false;
-            }
-            let consumed = reader.pos;
-            *ex.buf = std::mem::take(&mut reader.buf);
-            consumed
-        }
-        None => head.len,
-    };
-    Outcome {
-        consumed,
-        keep_alive,
-        status: finished.status,
-        body_bytes: finished.body_sent,
-        response_headers: finished.headers,
-    }
-}
-
-/// The parts of the writer's state the worker needs afterwards.
-struct Finished {
-    keep_alive: bool,
-    broken: bool,
-    status: u16,
-    body_sent: u64,
-    headers: Vec<(String, String)>,
-}
-
-impl Finished {
-    /// A request that could not even be set up: 500, and the connection closes.
-    fn failed() -> Finished {
-        Finished {
+impl Outcome {
+    /// A request that could not even be set up: 500 (when it could be sent), then close.
+    fn failed() -> Outcome {
+        Outcome {
             keep_alive: false,
-            broken: true,
             status: 500,
-            body_sent: 0,
-            headers: Vec::new(),
+            body_bytes: 0,
+            response_headers: Vec::new(),
         }
     }
 }
 
-fn call_and_send(
-    py: Python<'_>,
-    app: &App,
-    env: Bound<'_, pyo3::types::PyDict>,
-    writer: Writer,
-    input: &Bound<'_, Input>,
-) -> Finished {
-    let sr = match Bound::new(
-        py,
-        StartResponse {
-            writer: std::sync::Mutex::new(writer),
-        },
-    ) {
+/// Serves one request.
+pub fn serve(py: Python<'_>, app: &App, cache: &mut ThreadCache, req: Request<'_>) -> Outcome {
+    let head = req.head;
+    let keep_alive = head.keep_alive && req.may_keep_alive;
+    let writer = Writer::new(req.io, head.minor, head.is_head(req.buf), keep_alive);
+
+    let mut client = req.client;
+    let env = match environ::build(py, &app.templates, cache, &mut client, req.buf, head) {
+        Ok(env) => env,
+        Err(e) => return fail_early(py, writer, &e),
+    };
+    let input = match req.body {
+        None => Ok(app.empty_input.clone_ref(py).into_bound(py)),
+        Some(spool) => Bound::new(py, Input::new(spool)),
+    };
+    let input = match input {
+        Ok(input) => input,
+        Err(e) => return fail_early(py, writer, &e),
+    };
+    if let Err(e) = env.set_item(pyo3::intern!(py, "wsgi.input"), &input) {
+        return fail_early(py, writer, &e);
+    }
+    let sr = match Bound::new(py, StartResponse::new(writer, app.keep_response_headers)) {
         Ok(sr) => sr,
         Err(e) => {
             crate::error!("Cannot create start_response: {e}");
-            return Finished::failed();
+            return Outcome::failed();
         }
     };
-    let sr = &sr;
-    let outcome = app.app.bind(py).call1((env, sr));
-    let mut failure: Option<PyErr> = None;
-    match outcome {
-        Err(e) => failure = Some(e),
-        Ok(result) => {
-            if let Err(e) = send_result(py, sr, &result) {
-                failure = Some(e);
-            }
-            // PEP 3333: close() is called whatever happened, even on client disconnect. Lists
-            // and tuples have none; asking them anyway would raise and swallow an
-            // AttributeError on every request.
-            let plain =
-                result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
-            let close = if plain {
-                None
-            } else {
-                result
-                    .getattr_opt(pyo3::intern!(py, "close"))
-                    .ok()
-                    .flatten()
-            };
-            if let Some(close) = close {
-                if let Err(e) = close.call0() {
-                    crate::error!(
-                        "Error closing the response iterable:\n{}",
-                        format_traceback(py, &e).trim_end()
-                    );
-                }
+    let failure = call_app(py, app, env, &sr);
+
+    // The request is over for everything the app holds: take the writer back (waiting for a
+    // write() in progress on another thread) and end wsgi.input.
+    let writer = sr.get().revoke(py);
+    if !input.is(app.empty_input.bind(py)) {
+        input.get().revoke(py);
+    }
+    let Some(mut w) = writer else {
+        return Outcome::failed();
+    };
+    match failure {
+        Some(err) => answer_failure(py, &mut w, &err),
+        None => {
+            if !w.finish(py) {
+                w.keep_alive = false;
             }
         }
     }
-    let mut w = match sr.get().lock() {
-        Ok(w) => w,
-        Err(_) => return Finished::failed(),
-    };
-    if let Some(err) = failure {
-        if w.broken {
-            // The client went away; the app's error is a consequence, not news.
-            crate::debug!("Client went away during the response: {err}");
-        } else if w.headers_sent {
-            crate::error!(
-                "Error handling request after the response started; closing the connection:\n{}",
-                format_traceback(py, &err).trim_end()
-            );
-            w.broken = true;
-            w.keep_alive = false;
-        } else {
-            let body_error = input
-                .get()
-                .reader
-                .lock()
-                .ok()
-                .and_then(|r| r.as_ref().and_then(|r| r.error.clone()));
-            let (code, reason, body): (u16, &str, String) = match body_error {
-                Some(BodyError::Http(Error::BodyTooLarge)) => (
-                    413,
-                    "Content Too Large",
-                    "Content Too Large: request body too large\n".into(),
-                ),
-                Some(BodyError::Http(Error::Timeout)) => (
-                    408,
-                    "Request Timeout",
-                    "Request Timeout: timed out reading the request body\n".into(),
-                ),
-                Some(BodyError::Http(e)) => (400, "Bad Request", format!("Bad Request: {e}\n")),
-                _ => {
-                    crate::error!(
-                        "Error handling request:\n{}",
-                        format_traceback(py, &err).trim_end()
-                    );
-                    (
-                        500,
-                        "Internal Server Error",
-                        "Internal Server Error\n".into(),
-                    )
-                }
-            };
-            let response = simple_response(code, reason, body.as_bytes(), true);
-            let fd = w.fd();
-            let timeout = app.io_timeout_ms;
-            let _ = py.detach(|| {
-                crate::worker::waiting_on_client(|| write_all_blocking(fd, &response, timeout))
-            });
-            w.status = code;
-            w.body_sent = body.len() as u64;
-            w.keep_alive = false;
-            w.broken = true;
-        }
-    } else if !w.finish(py) {
-        w.keep_alive = false;
-    }
-    Finished {
-        keep_alive: w.keep_alive,
-        broken: w.broken,
+    Outcome {
+        keep_alive: w.keep_alive && !w.broken,
         status: w.status,
-        body_sent: w.body_sent,
-        headers: std::mem::take(&mut w.headers),
+        body_bytes: w.body_sent,
+        response_headers: std::mem::take(&mut w.headers),
     }
+}
+
+/// Calls the app, sends what it returns and calls the result's `close()`; returns the
+/// exception that ended the request early, if any.
+fn call_app(
+    py: Python<'_>,
+    app: &App,
+    env: Bound<'_, PyDict>,
+    sr: &Bound<'_, StartResponse>,
+) -> Option<PyErr> {
+    let result = guarded(|| app.app.bind(py).call1((env, sr)));
+    let result = match result {
+        Ok(result) => result,
+        Err(e) => return Some(e),
+    };
+    let failure = guarded(|| send_result(py, sr, &result)).err();
+    // PEP 3333: close() is called whatever happened, even on client disconnect. Lists and
+    // tuples have none; asking them anyway would raise and swallow an AttributeError on every
+    // request. An error in close() comes after the body was produced: it is logged, and the
+    // response is still completed.
+    let plain = result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
+    if !plain {
+        let closed = guarded(|| match result.getattr_opt(pyo3::intern!(py, "close"))? {
+            Some(close) => close.call0().map(drop),
+            None => Ok(()),
+        });
+        if let Err(e) = closed {
+            crate::error!(
+                "Error closing the response iterable:\n{}",
+                format_traceback(py, &e).trim_end()
+            );
+        }
+    }
+    failure
+}
+
+/// Runs `f`, turning a panic (a bug in minigun's glue code, or a Rust panic that crossed the
+/// app as pyo3's `PanicException`) into a Python exception, so it is answered like one.
+fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        Err(PyRuntimeError::new_err(format!(
+            "internal error in minigun while serving the request: {what}"
+        )))
+    })
+}
+
+/// Answers an exception that ended the request: a 500 if nothing was sent yet, else closes the
+/// connection so the client sees the body was cut short.
+fn answer_failure(py: Python<'_>, w: &mut Writer, err: &PyErr) {
+    if w.broken {
+        // The client went away; the app's error is a consequence, not news.
+        crate::debug!("Client went away during the response: {err}");
+        return;
+    }
+    if w.headers_sent {
+        crate::error!(
+            "Error handling request after the response started; closing the connection:\n{}",
+            format_traceback(py, err).trim_end()
+        );
+        w.broken = true;
+        w.keep_alive = false;
+        return;
+    }
+    crate::error!(
+        "Error handling request:\n{}",
+        format_traceback(py, err).trim_end()
+    );
+    let body = b"Internal Server Error\n";
+    let response = simple_response(500, "Internal Server Error", body, true);
+    let io = w.io();
+    let _ = py.detach(|| io.send_all(&response));
+    w.status = 500;
+    w.body_sent = body.len() as u64;
+    w.keep_alive = false;
+    w.broken = true;
+}
+
+/// Answers 500 when the request could not even be set up.
+fn fail_early(py: Python<'_>, mut writer: Writer, err: &PyErr) -> Outcome {
+    answer_failure(py, &mut writer, err);
+    Outcome::failed()
 }
 
 /// Iterates the app's result and sends it.
@@ -293,6 +226,9 @@ fn send_result(
     sr: &Bound<'_, StartResponse>,
     result: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
+    let sr = sr.get();
+    let not_started =
+        || PyRuntimeError::new_err("the app returned a body before calling start_response()");
     // A file wrapper around a real file: sendfile, no copies through Python.
     if let Ok(wrapper) = result.cast::<FileWrapper>() {
         if try_sendfile(py, sr, wrapper.get())? {
@@ -315,14 +251,13 @@ fn send_result(
             .filter_map(|i| i.ok().and_then(|i| i.cast_into::<PyBytes>().ok()))
             .collect();
         let parts: Vec<&[u8]> = items.iter().map(|b| b.as_bytes()).collect();
-        let mut w = sr.get().lock()?;
-        if !w.started {
-            return Err(pyo3::exceptions::PyRuntimeError::new_err(
-                "the app returned a body before calling start_response()",
-            ));
-        }
-        let _ = w.send_parts(py, &parts, known);
-        return Ok(());
+        return sr.with(py, |w| {
+            if !w.started {
+                return Err(not_started());
+            }
+            let _ = w.send_parts(py, &parts, known);
+            Ok(())
+        });
     }
     for item in result.try_iter()? {
         let item = item?;
@@ -339,24 +274,26 @@ fn send_result(
         if data.is_empty() {
             continue;
         }
-        let mut w = sr.get().lock()?;
-        if !w.started {
-            return Err(pyo3::exceptions::PyRuntimeError::new_err(
-                "the app returned a body before calling start_response()",
-            ));
-        }
-        if w.send(py, data, known).is_err() {
+        let gone = sr.with(py, |w| {
+            if !w.started {
+                return Err(not_started());
+            }
+            Ok(w.send(py, data, known).is_err())
+        })?;
+        if gone {
             // The client is gone: stop iterating; close() is still called by the caller.
             return Ok(());
         }
     }
-    let w = sr.get().lock()?;
-    if !w.started {
-        return Err(pyo3::exceptions::PyRuntimeError::new_err(
-            "the app returned without calling start_response()",
-        ));
-    }
-    Ok(())
+    sr.with(py, |w| {
+        if w.started {
+            Ok(())
+        } else {
+            Err(PyRuntimeError::new_err(
+                "the app returned without calling start_response()",
+            ))
+        }
+    })
 }
 
 fn total_len<'py>(items: impl Iterator<Item = Bound<'py, PyAny>>) -> Option<u64> {
@@ -369,11 +306,7 @@ fn total_len<'py>(items: impl Iterator<Item = Bound<'py, PyAny>>) -> Option<u64>
 
 /// Sends a `wsgi.file_wrapper` result with sendfile(2) when it wraps a regular file. Returns
 /// false to fall back to iteration.
-fn try_sendfile(
-    py: Python<'_>,
-    sr: &Bound<'_, StartResponse>,
-    wrapper: &FileWrapper,
-) -> PyResult<bool> {
+fn try_sendfile(py: Python<'_>, sr: &StartResponse, wrapper: &FileWrapper) -> PyResult<bool> {
     let file = wrapper.filelike.bind(py);
     let Ok(fileno) = file.call_method0("fileno").and_then(|n| n.extract::<i32>()) else {
         return Ok(false);
@@ -385,41 +318,16 @@ fn try_sendfile(
         .call_method0("tell")
         .and_then(|t| t.extract())
         .unwrap_or(0);
-    let mut w = sr.get().lock()?;
-    if !w.started {
-        return Err(pyo3::exceptions::PyRuntimeError::new_err(
-            "the app returned a body before calling start_response()",
-        ));
-    }
-    let count = size.saturating_sub(offset);
-    let count = w.content_length().map_or(count, |cl| cl.min(count));
-    match w.send_file(py, fileno, offset as i64, count) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::Unsupported && !w.broken && w.body_sent == 0 => {
-            // HEAD or a bodiless status: the head is out and no body is due.
-            Ok(true)
+    sr.with(py, |w| {
+        if !w.started {
+            return Err(PyRuntimeError::new_err(
+                "the app returned a body before calling start_response()",
+            ));
         }
-        Err(_) => Ok(true),
-    }
-}
-
-/// Answers 500 when the request could not even be set up.
-fn fail_early(py: Python<'_>, fd: RawFd, app: &App, head: &Head, err: &PyErr) -> Outcome {
-    crate::error!("{}", format_traceback(py, err).trim_end());
-    let response = simple_response(
-        500,
-        "Internal Server Error",
-        b"Internal Server Error\n",
-        true,
-    );
-    let timeout = app.io_timeout_ms;
-    let _ = py
-        .detach(|| crate::worker::waiting_on_client(|| write_all_blocking(fd, &response, timeout)));
-    Outcome {
-        consumed: head.len,
-        keep_alive: false,
-        status: 500,
-        body_bytes: 0,
-        response_headers: Vec::new(),
-    }
+        // The app's Content-Length may ask for less than the rest of the file (a range it
+        // seeked to). An error has marked the response broken: the file is done with.
+        let count = size.saturating_sub(offset);
+        let count = w.content_length().map_or(count, |cl| cl.min(count));
+        Ok(w.send_file(py, fileno, offset as i64, count).is_some())
+    })
 }

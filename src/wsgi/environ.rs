@@ -3,8 +3,10 @@
 //! Most keys are the same for every request on a listener (`wsgi.version`, `SERVER_SOFTWARE`,
 //! `wsgi.errors`, …). They live in a template dict made once; each request starts from a copy
 //! of it (`PyDict_Copy` copies the hash table wholesale) and sets only the keys that change.
-//! Key strings are interned, and the `HTTP_*` key of each header name is computed once per
-//! thread and cached.
+//! The constant key strings are interned, and the `HTTP_*` key of each header name is computed
+//! once per thread and cached (up to [`MAX_CACHED_KEYS`] names). Names past the cache are made
+//! as plain strings: Python 3.12 never frees an interned string, so interning every name a
+//! client makes up would leak memory request after request.
 //!
 //! Strings are "native strings" in PEP 3333's sense: the raw bytes decoded as latin-1, so
 //! every byte value survives and frameworks can re-encode as they see fit.
@@ -12,9 +14,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use pyo3::{ffi, intern};
 
 use crate::http::parse::percent_decode;
 use crate::http::{Framing, Head};
@@ -26,19 +28,7 @@ const MAX_CACHED_KEYS: usize = 512;
 
 /// Decodes bytes as latin-1 into a Python `str` (every byte maps to the code point of the same
 /// value, so nothing is lost or rejected).
-pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    // SAFETY: the pointer and length describe `bytes`, which outlives the call; latin-1
-    // decoding cannot fail for any input except on memory exhaustion, which we treat as fatal
-    // below (pyo3 raises a PanicException rather than handing out a null pointer).
-    unsafe {
-        let ptr = ffi::PyUnicode_DecodeLatin1(
-            bytes.as_ptr().cast(),
-            bytes.len() as ffi::Py_ssize_t,
-            std::ptr::null(),
-        );
-        Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
-    }
-}
+pub use super::interpreter::latin1;
 
 /// Per-worker parts of the environ that never change.
 pub struct Templates {
@@ -68,6 +58,13 @@ impl Forwarded {
     }
 
     fn trusts(&self, remote: &str) -> bool {
+        // A unix-socket peer has no address (`remote` is empty, see `worker::serve`), and only
+        // processes allowed to open the socket file can be one: gunicorn trusts such peers
+        // whatever --forwarded-allow-ips says (`http/message.py`, a `peer_addr` that is not an
+        // (ip, port) tuple), so nginx in front over a unix socket works without the setting.
+        if remote.is_empty() {
+            return true;
+        }
         match self {
             Forwarded::Anyone => true,
             Forwarded::Only(ips) => remote
@@ -351,9 +348,11 @@ fn header_key<'py>(py: Python<'py>, cache: &mut ThreadCache, name: &[u8]) -> Bou
         }
     }));
     // Header names are tokens: ASCII, so latin-1 and UTF-8 agree.
-    let s = PyString::intern(py, &String::from_utf8_lossy(&key));
+    let key = String::from_utf8_lossy(&key);
     if cache.keys.len() < MAX_CACHED_KEYS {
+        let s = PyString::intern(py, &key);
         cache.keys.insert(name.to_vec(), s.clone().unbind());
+        return s;
     }
-    s
+    PyString::new(py, &key)
 }

@@ -1,390 +1,204 @@
-//! `wsgi.input`: the request body as a Python stream, read from the socket on demand.
+//! `wsgi.input` (PEP 3333 §"Input and Error Streams") over a body that has already arrived.
 //!
-//! [`BodyReader`] owns the connection's read buffer while the app runs (the head's bytes stay at
-//! its front for the access log; body bytes that arrived with the head are read from there
-//! first). It never reads past a `Content-Length` body, de-chunks chunked bodies, and waits for
-//! the socket with the GIL released. `Expect: 100-continue` is answered the first time the app
-//! actually needs bytes from the client (RFC 9110 §10.1.1): an app that rejects the request
-//! without reading spares the client the upload.
+//! The worker's event loop reads every request body before it calls the app (see `conn`): a
+//! client that uploads slowly then holds a parked connection, not a thread, so thirty-two
+//! slow uploaders cannot keep a worker's threads from the requests that are ready. The body
+//! waits in a [`Spool`]: memory up to [`SPOOL_MEMORY`], an anonymous temporary file beyond it
+//! (the way waitress spools), so a 100 MiB upload costs the worker 64 KiB of memory.
 //!
-//! [`Input`] is the Python face: `read`, `readline`, `readlines`, iteration (PEP 3333 §"Input
-//! and Error Streams"). When the request is over, the worker takes the reader back, so a stream
-//! an app kept around reads as empty instead of touching the next request's bytes.
+//! The app reads the spool through [`Input`], which never touches the socket, never waits and
+//! never releases the GIL. It holds the body in a [`Lease`] that the request's end revokes:
+//! an `Input` kept past its request raises instead of reading, and the temporary file goes
+//! away with the request.
 
 use std::io;
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::OnceLock;
 
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::http::body::ChunkedDecoder;
-use crate::http::Error;
+use crate::client::Lease;
 use crate::sys;
 
-/// Most bytes one socket read asks for while streaming a body.
-const READ_CHUNK: usize = 64 * 1024;
+/// Body bytes kept in memory; a longer body goes to a temporary file.
+pub const SPOOL_MEMORY: usize = 64 * 1024;
 
-/// How the body ends.
-enum Kind {
-    /// After this many more bytes.
-    Length(u64),
-    /// When the decoder sees the last chunk; decoded bytes wait in `staged[staged_pos..]`.
-    Chunked(ChunkedDecoder),
+/// A request body: collected by the event loop, read by the app.
+#[derive(Default)]
+pub struct Spool {
+    /// The body while it is short, and nothing once it moved to `file`.
+    mem: Vec<u8>,
+    /// The anonymous file holding the body once it outgrew [`SPOOL_MEMORY`].
+    file: Option<OwnedFd>,
+    /// Bytes stored.
+    len: u64,
 }
 
-/// Why the body could not be read.
-#[derive(Debug, Clone)]
-pub enum BodyError {
-    /// The client broke HTTP framing or a limit.
-    Http(Error),
-    /// The client went away or the socket failed.
-    Io(String),
-}
-
-impl From<BodyError> for PyErr {
-    fn from(e: BodyError) -> PyErr {
-        match e {
-            BodyError::Http(e) => PyOSError::new_err(format!("invalid request body: {e}")),
-            BodyError::Io(msg) => PyOSError::new_err(msg),
-        }
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Spool({} bytes{})",
+            self.len,
+            if self.file.is_some() { ", on disk" } else { "" }
+        )
     }
 }
 
-/// Reads one request body from the connection.
-pub struct BodyReader {
-    fd: RawFd,
-    /// The connection's buffer: head bytes, then body (and maybe pipelined) bytes.
-    pub buf: Vec<u8>,
-    /// Bytes of `buf` before this point are consumed (the head counts as consumed).
-    pub pos: usize,
-    /// The head's length: compaction keeps `buf[..keep]` for the access log.
-    keep: usize,
-    kind: Kind,
-    staged: Vec<u8>,
-    staged_pos: usize,
-    /// `Some` when the client sent `Expect: 100-continue`: true while the `100 Continue` is still
-    /// owed. Shared with the response writer, which cancels it when the final response goes out
-    /// first (a 100 after the final status would corrupt the stream).
-    continue_owed: Option<Arc<AtomicBool>>,
-    /// When the whole body must have arrived (ms, monotonic): a client trickling a body gets a
-    /// 408 at the request's deadline, however steadily it trickles.
-    deadline_ms: u64,
-    /// The first error, repeated on later reads: a broken body stays broken.
-    pub error: Option<BodyError>,
+/// Where temporary body files go: `$TMPDIR`, else `/tmp`.
+fn spool_dir() -> &'static std::path::Path {
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    DIR.get_or_init(std::env::temp_dir)
 }
 
-impl BodyReader {
-    /// A reader for a body starting at `buf[head_len..]`.
-    pub fn new(
-        fd: RawFd,
-        buf: Vec<u8>,
-        head_len: usize,
-        chunked: Option<u64>,
-        length: u64,
-        continue_owed: Option<Arc<AtomicBool>>,
-        deadline_ms: u64,
-    ) -> BodyReader {
-        BodyReader {
-            fd,
-            buf,
-            pos: head_len,
-            keep: head_len,
-            kind: match chunked {
-                Some(limit) => Kind::Chunked(ChunkedDecoder::new(limit)),
-                None => Kind::Length(length),
-            },
-            staged: Vec::new(),
-            staged_pos: 0,
-            continue_owed,
-            deadline_ms,
-            error: None,
+impl Spool {
+    /// A body that is all here already.
+    pub fn from_vec(mem: Vec<u8>) -> Spool {
+        let len = mem.len() as u64;
+        Spool {
+            mem,
+            file: None,
+            len,
         }
     }
 
-    /// Body bytes ready to be taken without touching the socket.
-    fn window(&self) -> &[u8] {
-        match &self.kind {
-            Kind::Length(remaining) => {
-                let avail = (self.buf.len() - self.pos).min(*remaining as usize);
-                &self.buf[self.pos..self.pos + avail]
-            }
-            Kind::Chunked(_) => &self.staged[self.staged_pos..],
-        }
+    /// Bytes stored.
+    pub fn len(&self) -> u64 {
+        self.len
     }
 
-    fn consume(&mut self, n: usize) {
-        // The client sent body bytes without waiting for 100 Continue: none is owed any more.
-        if let Some(owed) = &self.continue_owed {
-            owed.store(false, Ordering::Release);
+    /// True when nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends body bytes, moving the body to a temporary file once it outgrows memory.
+    pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
         }
-        match &mut self.kind {
-            Kind::Length(remaining) => {
-                self.pos += n;
-                *remaining -= n as u64;
-            }
-            Kind::Chunked(_) => {
-                self.staged_pos += n;
-                if self.staged_pos == self.staged.len() {
-                    self.staged.clear();
-                    self.staged_pos = 0;
-                }
+        if self.file.is_none() && self.mem.len() + data.len() > SPOOL_MEMORY {
+            let file = sys::anonymous_file(spool_dir())?;
+            sys::pwrite_all(file.as_raw_fd(), &self.mem, 0)?;
+            self.mem = Vec::new();
+            self.file = Some(file);
+        }
+        match &self.file {
+            Some(file) => sys::pwrite_all(file.as_raw_fd(), data, self.len)?,
+            None => self.mem.extend_from_slice(data),
+        }
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    /// Copies up to `out.len()` bytes from `offset`; returns how many.
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<usize> {
+        let want = out.len().min(self.len.saturating_sub(offset) as usize);
+        match &self.file {
+            Some(file) => sys::pread_full(file.as_raw_fd(), &mut out[..want], offset),
+            None => {
+                let start = offset as usize;
+                out[..want].copy_from_slice(&self.mem[start..start + want]);
+                Ok(want)
             }
         }
     }
+}
 
-    /// True when every byte of the body has been consumed.
-    pub fn is_complete(&self) -> bool {
-        match &self.kind {
-            Kind::Length(remaining) => *remaining == 0,
-            Kind::Chunked(d) => d.is_done() && self.staged_pos == self.staged.len(),
-        }
+/// A body and how far the app has read it.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    spool: Spool,
+    pos: u64,
+}
+
+impl Cursor {
+    /// A cursor at the start of `spool`.
+    pub fn new(spool: Spool) -> Cursor {
+        Cursor { spool, pos: 0 }
     }
 
-    /// Makes more body bytes available in the window. `Ok(false)`: the body has ended.
-    fn fill(&mut self, py: Python<'_>) -> Result<bool, BodyError> {
-        if let Some(e) = &self.error {
-            return Err(e.clone());
-        }
-        let result = self.fill_inner(py);
-        if let Err(e) = &result {
-            self.error = Some(e.clone());
-        }
-        result
+    /// Bytes not read yet.
+    fn left(&self) -> u64 {
+        self.spool.len - self.pos
     }
 
-    fn fill_inner(&mut self, py: Python<'_>) -> Result<bool, BodyError> {
-        loop {
-            if !self.window().is_empty() {
-                return Ok(true);
-            }
-            match &mut self.kind {
-                Kind::Length(0) => return Ok(false),
-                Kind::Length(_) => {}
-                Kind::Chunked(decoder) => {
-                    if decoder.is_done() {
-                        return Ok(false);
-                    }
-                    if self.pos < self.buf.len() {
-                        let d = decoder
-                            .decode(&self.buf[self.pos..])
-                            .map_err(BodyError::Http)?;
-                        let base = self.pos;
-                        self.staged
-                            .extend_from_slice(&self.buf[base + d.data.0..base + d.data.1]);
-                        self.pos += d.consumed;
-                        if d.consumed > 0 {
-                            continue;
-                        }
-                    }
-                }
-            }
-            self.read_socket(py)?;
-        }
+    /// Reads `size` bytes, fewer only at the end of the body (all that is left when `None`):
+    /// like a file, and unlike a socket, a sized read returns short only at the end, which
+    /// frameworks such as WebOb rely on.
+    pub fn read(&mut self, size: Option<usize>) -> io::Result<Vec<u8>> {
+        let n = size.map_or(self.left(), |s| (s as u64).min(self.left())) as usize;
+        let mut out = vec![0u8; n];
+        let got = self.spool.read_at(self.pos, &mut out)?;
+        out.truncate(got);
+        self.pos += got as u64;
+        Ok(out)
     }
 
-    /// Reads more bytes from the client into `buf`, waiting until the request's deadline.
-    fn read_socket(&mut self, py: Python<'_>) -> Result<(), BodyError> {
-        let fd = self.fd;
-        if self
-            .continue_owed
-            .as_ref()
-            .is_some_and(|owed| owed.swap(false, Ordering::AcqRel))
-        {
-            // The client waited for our go-ahead: its clock restarts now.
-            let now = sys::monotonic_ms();
-            self.deadline_ms = now + self.deadline_ms.saturating_sub(now).max(1000);
-            py.detach(|| {
-                crate::worker::waiting_on_client(|| {
-                    write_all_blocking(fd, b"HTTP/1.1 100 Continue\r\n\r\n", 1000)
-                })
-            })
-            .map_err(|e| BodyError::Io(format!("cannot send 100 Continue: {e}")))?;
+    /// Reads one line, up to and including `\n`, or at most `size` bytes.
+    pub fn readline(&mut self, size: Option<usize>) -> io::Result<Vec<u8>> {
+        let limit = size.map_or(self.left(), |s| (s as u64).min(self.left())) as usize;
+        if self.spool.file.is_none() {
+            let start = self.pos as usize;
+            let window = &self.spool.mem[start..start + limit];
+            let n = window
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(limit, |i| i + 1);
+            self.pos += n as u64;
+            return Ok(window[..n].to_vec());
         }
-        // Compact: drop consumed body bytes, keep the head for the access log.
-        if self.pos > self.keep {
-            self.buf.drain(self.keep..self.pos);
-            self.pos = self.keep;
-        }
-        let want = match &self.kind {
-            // Never read past a Content-Length body: what follows belongs to the next request.
-            Kind::Length(remaining) => (*remaining as usize).min(READ_CHUNK),
-            Kind::Chunked(_) => READ_CHUNK,
-        };
-        let deadline = self.deadline_ms;
-        // Bytes already waiting are taken with the GIL held; it is released only to wait.
-        let result = match sys::read_into_spare(fd, &mut self.buf, want) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let buf = &mut self.buf;
-                py.detach(|| {
-                    crate::worker::waiting_on_client(|| loop {
-                        let left = deadline.saturating_sub(sys::monotonic_ms());
-                        if left == 0
-                            || !crate::worker::wait_for_client(
-                                fd,
-                                sys::Ready::Read,
-                                left.min(60_000) as i32,
-                            )?
-                        {
-                            if sys::monotonic_ms() >= deadline {
-                                return Err(io::ErrorKind::TimedOut.into());
-                            }
-                            continue;
-                        }
-                        match sys::read_into_spare(fd, buf, want) {
-                            Err(e)
-                                if matches!(
-                                    e.kind(),
-                                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                                ) => {}
-                            other => return other,
-                        }
-                    })
-                })
-            }
-            other => other,
-        };
-        match result {
-            Ok(0) => Err(BodyError::Io(
-                "client disconnected before the request body was complete".to_owned(),
-            )),
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(BodyError::Http(Error::Timeout)),
-            Err(e) => Err(BodyError::Io(format!("error reading request body: {e}"))),
-        }
-    }
-
-    /// Reads `size` bytes, fewer only when the body ends first (all that is left when `None`).
-    pub fn read(&mut self, py: Python<'_>, size: Option<usize>) -> Result<Vec<u8>, BodyError> {
         let mut out = Vec::new();
-        let limit = size.unwrap_or(usize::MAX);
+        let mut block = [0u8; 8192];
         while out.len() < limit {
-            let window = self.window();
-            if !window.is_empty() {
-                let take = window.len().min(limit - out.len());
-                out.extend_from_slice(&window[..take]);
-                self.consume(take);
-                continue;
+            let want = block.len().min(limit - out.len());
+            let got = self.spool.read_at(self.pos, &mut block[..want])?;
+            if got == 0 {
+                break;
             }
-            // Like a file (and unlike a socket), a sized read returns short only at the end of
-            // the body: frameworks such as WebOb take a short read for a disconnection.
-            if !self.fill(py)? {
+            let n = block[..got]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(got, |i| i + 1);
+            out.extend_from_slice(&block[..n]);
+            self.pos += n as u64;
+            if n < got || block[n - 1] == b'\n' {
                 break;
             }
         }
         Ok(out)
     }
-
-    /// Reads one line, up to and including `\n`, or at most `size` bytes.
-    pub fn readline(&mut self, py: Python<'_>, size: Option<usize>) -> Result<Vec<u8>, BodyError> {
-        let mut out = Vec::new();
-        let limit = size.unwrap_or(usize::MAX);
-        while out.len() < limit {
-            let window = self.window();
-            if window.is_empty() {
-                if !self.fill(py)? {
-                    break;
-                }
-                continue;
-            }
-            let room = window.len().min(limit - out.len());
-            match window[..room].iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    out.extend_from_slice(&window[..=i]);
-                    self.consume(i + 1);
-                    break;
-                }
-                None => {
-                    out.extend_from_slice(&window[..room]);
-                    self.consume(room);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Reads and discards what the app left unread, up to `max` bytes, so the connection can
-    /// carry the next request. Returns false when the connection must close instead: the body
-    /// is larger than `max`, broken, or the client was never told to send it (100-continue).
-    pub fn drain(&mut self, py: Python<'_>, max: u64) -> bool {
-        if self.is_complete() {
-            return true;
-        }
-        // A client still waiting for 100 Continue will not send the body: close instead.
-        let still_owed = self
-            .continue_owed
-            .as_ref()
-            .is_some_and(|owed| owed.load(Ordering::Acquire));
-        if still_owed || self.error.is_some() {
-            return false;
-        }
-        let mut drained = 0u64;
-        loop {
-            let n = self.window().len();
-            if n > 0 {
-                drained += n as u64;
-                if drained > max {
-                    return false;
-                }
-                self.consume(n);
-                continue;
-            }
-            match self.fill(py) {
-                Ok(true) => {}
-                Ok(false) => return true,
-                Err(_) => return false,
-            }
-        }
-    }
-}
-
-/// Writes all of `data` to a non-blocking socket, waiting up to `timeout_ms` whenever the
-/// send buffer is full.
-pub fn write_all_blocking(fd: RawFd, mut data: &[u8], timeout_ms: i32) -> io::Result<()> {
-    crate::worker::send_until_done(fd, timeout_ms, || {
-        if !data.is_empty() {
-            data = &data[sys::write(fd, data)?..];
-        }
-        Ok(data.is_empty())
-    })
 }
 
 /// The `wsgi.input` object.
 #[pyclass(module = "minigun", frozen)]
 pub struct Input {
-    /// The reader while the request runs; `None` for requests without a body and after the
-    /// request has ended.
-    pub reader: Mutex<Option<BodyReader>>,
+    /// The body while the request runs; revoked when it ends.
+    body: Lease<Cursor>,
 }
 
 impl Input {
-    /// A stream over a body.
-    pub fn new(reader: Option<BodyReader>) -> Input {
+    /// A stream over `spool`.
+    pub fn new(spool: Spool) -> Input {
         Input {
-            reader: Mutex::new(reader),
+            body: Lease::new(Cursor::new(spool)),
         }
     }
 
-    /// Takes the reader back at the end of the request.
-    pub fn take(&self) -> Option<BodyReader> {
-        self.reader.lock().ok().and_then(|mut r| r.take())
+    /// Ends the stream at the end of its request: later reads raise, and the body's memory or
+    /// temporary file is freed.
+    pub fn revoke(&self, py: Python<'_>) {
+        drop(super::lock_lease(py, &self.body).take());
     }
 
-    fn with<T>(
-        &self,
-        empty: T,
-        f: impl FnOnce(&mut BodyReader) -> Result<T, BodyError>,
-    ) -> PyResult<T> {
-        let mut guard = self
-            .reader
-            .lock()
-            .map_err(|_| PyOSError::new_err("wsgi.input is unusable after an error"))?;
-        match guard.as_mut() {
-            Some(reader) => Ok(f(reader)?),
-            None => Ok(empty),
-        }
+    fn with<T>(&self, py: Python<'_>, f: impl FnOnce(&mut Cursor) -> io::Result<T>) -> PyResult<T> {
+        let mut guard = super::lock_lease(py, &self.body);
+        let cursor = guard.as_mut().ok_or_else(|| {
+            PyValueError::new_err("wsgi.input was used after its request had ended")
+        })?;
+        f(cursor).map_err(|e| PyOSError::new_err(format!("cannot read the request body: {e}")))
     }
 }
 
@@ -398,14 +212,14 @@ impl Input {
     /// `read(size=-1)`: up to `size` bytes, or the rest of the body.
     #[pyo3(signature = (size=None))]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let data = self.with(Vec::new(), |r| r.read(py, size_arg(size)))?;
+        let data = self.with(py, |c| c.read(size_arg(size)))?;
         Ok(PyBytes::new(py, &data))
     }
 
     /// `readline(size=-1)`: one line, at most `size` bytes.
     #[pyo3(signature = (size=None))]
     fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let data = self.with(Vec::new(), |r| r.readline(py, size_arg(size)))?;
+        let data = self.with(py, |c| c.readline(size_arg(size)))?;
         Ok(PyBytes::new(py, &data))
     }
 
@@ -416,7 +230,7 @@ impl Input {
         let list = PyList::empty(py);
         let mut total = 0;
         loop {
-            let line = self.with(Vec::new(), |r| r.readline(py, None))?;
+            let line = self.with(py, |c| c.readline(None))?;
             if line.is_empty() {
                 break;
             }
@@ -434,10 +248,52 @@ impl Input {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let line = self.with(Vec::new(), |r| r.readline(py, None))?;
+        let line = self.with(py, |c| c.readline(None))?;
         Ok((!line.is_empty()).then(|| PyBytes::new(py, &line)))
     }
 
-    /// Accepted and ignored: the server owns the socket.
+    /// Accepted and ignored: the server owns the body.
     fn close(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(body: &[u8]) -> Cursor {
+        let mut spool = Spool::default();
+        for piece in body.chunks(7000) {
+            spool.append(piece).expect("append");
+        }
+        Cursor::new(spool)
+    }
+
+    #[test]
+    fn reads_lines_and_blocks_from_memory_and_from_disk() {
+        let mut text = Vec::new();
+        for i in 0..20_000 {
+            text.extend_from_slice(format!("line {i}\n").as_bytes());
+        }
+        assert!(text.len() > SPOOL_MEMORY);
+        for body in [&text[..1000], &text[..]] {
+            let mut c = cursor(body);
+            assert_eq!(c.readline(None).expect("line"), b"line 0\n");
+            assert_eq!(c.readline(Some(3)).expect("part"), b"lin");
+            assert_eq!(c.read(Some(4)).expect("read"), b"e 1\n");
+            let rest = c.read(None).expect("rest");
+            assert_eq!(rest, &body[14..]);
+            assert!(c.read(Some(10)).expect("end").is_empty());
+            assert!(c.readline(None).expect("end").is_empty());
+        }
+    }
+
+    #[test]
+    fn a_long_line_on_disk_is_read_whole() {
+        let mut body = vec![b'x'; 3 * SPOOL_MEMORY];
+        body.push(b'\n');
+        body.extend_from_slice(b"tail");
+        let mut c = cursor(&body);
+        assert_eq!(c.readline(None).expect("line").len(), 3 * SPOOL_MEMORY + 1);
+        assert_eq!(c.readline(None).expect("tail"), b"tail");
+    }
 }

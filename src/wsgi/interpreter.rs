@@ -15,35 +15,39 @@
 //! pyo3 API that lets us set `executable` and keep Python's hands off our signal handlers.
 
 use std::ffi::CString;
-use std::path::PathBuf;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::config::Settings;
+
+/// Decodes bytes as latin-1 into a Python `str`: every byte maps to the code point of the same
+/// value, so nothing is lost or rejected (PEP 3333's "native strings").
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    // SAFETY: the pointer and length describe `bytes`, which outlives the call (a slice is never
+    // longer than isize::MAX bytes, so the length fits Py_ssize_t). Latin-1 decoding cannot fail
+    // for any input; the one failure left, memory exhaustion, returns NULL, which
+    // `from_owned_ptr` turns into a panic rather than a dangling object.
+    unsafe {
+        let ptr = ffi::PyUnicode_DecodeLatin1(
+            bytes.as_ptr().cast(),
+            bytes.len() as ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
+        Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
+    }
+}
 
 /// Exit status of a worker whose boot failed (gunicorn's `WORKER_BOOT_ERROR`).
 pub const WORKER_BOOT_ERROR: i32 = 3;
 /// Exit status of a worker that could not import the app (gunicorn's `APP_LOAD_ERROR`).
 pub const APP_LOAD_ERROR: i32 = 4;
 
-/// The interpreter whose environment the app runs in: the active virtualenv's `python`, or
-/// the interpreter minigun was built against.
-pub fn python_executable() -> PathBuf {
-    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
-        let candidate = PathBuf::from(venv).join("bin").join("python");
-        if candidate.exists() {
-            return candidate;
-        }
-    }
-    PathBuf::from(env!("MINIGUN_PYTHON"))
-}
-
 /// Starts CPython in this process and releases the GIL, so any thread can then take it with
 /// `Python::attach`. Call once per process.
 pub fn start(settings: &Settings) -> Result<(), String> {
-    let executable = python_executable();
+    let executable = crate::config::python_executable();
     let exe = CString::new(executable.to_string_lossy().as_bytes())
         .map_err(|_| "interpreter path contains NUL".to_owned())?;
     let argv: Vec<CString> = std::iter::once("minigun".to_owned())

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | [`interpreter`] | starting CPython (the right one, venv-aware) and importing `module:app` |
 //! | [`environ`] | "environ Variables" |
-//! | [`input`] | "Input and Error Streams": `wsgi.input` |
+//! | [`input`] | "Input and Error Streams": `wsgi.input`, over a body the worker has read |
 //! | [`response`] | "The start_response() Callable", "The write() Callable", `wsgi.file_wrapper`, `wsgi.errors` |
 //! | [`call`] | calling the app, iterating its result, `close()`, errors |
 
@@ -14,10 +14,25 @@ pub mod input;
 pub mod interpreter;
 pub mod response;
 
+use std::sync::MutexGuard;
+
 use pyo3::prelude::*;
 
+use crate::client::Lease;
 use crate::config::Settings;
 use crate::net::ListenAddr;
+
+/// Locks `lease` for a call from Python. When another thread holds it, that thread may be
+/// waiting for the GIL we hold (it released it to wait on a socket and must take it back to
+/// finish), so the wait happens with the GIL released; then the lock is tried again with it.
+pub fn lock_lease<'a, T: Send>(py: Python<'_>, lease: &'a Lease<T>) -> MutexGuard<'a, Option<T>> {
+    loop {
+        if let Some(guard) = lease.try_lock() {
+            return guard;
+        }
+        py.detach(|| drop(lease.lock()));
+    }
+}
 
 /// Imports the app and prepares everything a worker shares between requests. On failure the
 /// message (with the traceback when there is one) is returned for the caller to log.
@@ -42,18 +57,11 @@ pub fn prepare_app(
 ) -> PyResult<call::App> {
     let file_wrapper = py.get_type::<response::FileWrapper>();
     let templates = environ::Templates::new(py, listeners, settings, file_wrapper.as_any())?;
-    let empty_input = Py::new(py, input::Input::new(None))?;
-    let timeout_s = if settings.timeout == 0 {
-        30
-    } else {
-        settings.timeout
-    };
+    let empty_input = Py::new(py, input::Input::new(input::Spool::default()))?;
     Ok(call::App {
         app,
         templates,
         empty_input,
-        io_timeout_ms: (timeout_s.min(86_400) * 1000) as i32,
-        body_limit: settings.limit_request_body,
         keep_response_headers: settings.access_log_format.contains("}o)s"),
     })
 }

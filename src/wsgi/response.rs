@@ -13,20 +13,25 @@
 //! * close-delimited on HTTP/1.0.
 //!
 //! HEAD responses and 1xx/204/304 carry no body (RFC 9110 §6.4.1). The head and the first chunk
-//! go out in one `writev`, with the GIL released.
+//! go out in one `writev`; the GIL is released only to wait for room in the send buffer.
+//!
+//! The app reaches the writer only through [`StartResponse`], which holds it in a [`Lease`]:
+//! when the request ends, `call` revokes the lease and takes the writer back, so a `write`
+//! callable kept by the app raises instead of writing into a socket that may by then belong to
+//! another client. Whatever runs Python code (checking the status and headers) runs before the
+//! lease is locked, and a thread that finds the lease busy releases the GIL while it waits, so
+//! two app threads writing at once cannot deadlock the worker.
 
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
+use crate::client::{ClientIo, Lease};
 use crate::http::parse::is_token;
 use crate::http::response::{push_chunk_size, push_date_and_server, push_decimal, LAST_CHUNK};
-use crate::sys;
 
 /// How the body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,14 +50,14 @@ pub enum BodyFraming {
 
 /// The state of one response.
 pub struct Writer {
-    fd: RawFd,
+    /// The request's way to the client socket.
+    io: ClientIo,
     /// HTTP/1.0 (0) or 1.1 (1).
     minor: u8,
     /// The request was HEAD.
     is_head: bool,
     /// Whether the connection may stay open after this response (request and server agree).
     pub keep_alive: bool,
-    timeout_ms: i32,
     /// `start_response` was called (and not superseded by an error).
     pub started: bool,
     /// The head is on the wire; the status can no longer change.
@@ -75,53 +80,37 @@ pub struct Writer {
     pub keep_headers: bool,
     /// The app's headers as (lower-case name, value), for `%({x}o)s`.
     pub headers: Vec<(String, String)>,
-    /// Shared with the body reader when the client expects `100 Continue` (see `input`).
-    pub continue_owed: Option<Arc<AtomicBool>>,
 }
 
-impl Writer {
-    /// A writer for a response on `fd`.
-    pub fn new(fd: RawFd, minor: u8, is_head: bool, keep_alive: bool, timeout_ms: i32) -> Writer {
-        Writer {
-            fd,
-            minor,
-            is_head,
-            keep_alive,
-            timeout_ms,
-            started: false,
-            headers_sent: false,
-            head_ready: false,
-            status: 0,
-            head: Vec::with_capacity(256),
-            content_length: None,
-            body_sent: 0,
-            framing: BodyFraming::Undecided,
-            broken: false,
-            keep_headers: false,
-            headers: Vec::new(),
-            continue_owed: None,
-        }
-    }
+/// A status and header list from `start_response`, checked and encoded, before it is installed
+/// in the [`Writer`]: building it runs Python code, so it is done before the lease is locked.
+pub struct ResponseHead {
+    /// `HTTP/1.1 200 OK\r\n` followed by the app's checked headers.
+    head: Vec<u8>,
+    /// The status code.
+    code: u16,
+    /// The app's Content-Length, if any.
+    content_length: Option<u64>,
+    /// The app said `Connection: close`.
+    close: bool,
+    /// (lower-case name, value) pairs, when the access log asks for response headers.
+    kept: Vec<(String, String)>,
+}
 
-    /// The client socket.
-    pub fn fd(&self) -> RawFd {
-        self.fd
-    }
-
-    /// The Content-Length the app announced.
-    pub fn content_length(&self) -> Option<u64> {
-        self.content_length
-    }
-
-    /// Records `start_response(status, headers)` after checking both.
-    pub fn start(&mut self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+impl ResponseHead {
+    /// Checks and encodes `start_response(status, headers)`. CR, LF or characters outside
+    /// latin-1 raise `ValueError`, wrong types `TypeError`: a bad header never reaches the wire.
+    pub fn parse(
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        keep_headers: bool,
+    ) -> PyResult<ResponseHead> {
         let status = status
             .cast::<PyString>()
             .map_err(|_| PyTypeError::new_err("status must be a str"))?;
         let status = status.to_cow()?;
         let code = check_status(&status)?;
-        let mut head = std::mem::take(&mut self.head);
-        head.clear();
+        let mut head = Vec::with_capacity(256);
         head.extend_from_slice(b"HTTP/1.1 ");
         head.extend_from_slice(status.as_bytes());
         if status.len() == 3 {
@@ -129,7 +118,7 @@ impl Writer {
         }
         head.extend_from_slice(b"\r\n");
         let mut content_length = None;
-        let mut app_close = false;
+        let mut close = false;
         let mut kept = Vec::new();
         for item in headers
             .try_iter()
@@ -168,7 +157,7 @@ impl Writer {
             // Hop-by-hop headers belong to the server (PEP 3333 §"Other HTTP Features"); the
             // one wish we honour is `Connection: close`.
             if name.eq_ignore_ascii_case("connection") {
-                app_close |= value
+                close |= value
                     .split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("close"));
                 continue;
@@ -189,19 +178,62 @@ impl Writer {
             head.extend_from_slice(b": ");
             head.extend_from_slice(value_bytes);
             head.extend_from_slice(b"\r\n");
-            if self.keep_headers {
+            if keep_headers {
                 kept.push((name.to_ascii_lowercase(), value.into_owned()));
             }
         }
-        self.head = head;
-        self.status = code;
-        self.content_length = content_length;
-        if app_close {
+        Ok(ResponseHead {
+            head,
+            code,
+            content_length,
+            close,
+            kept,
+        })
+    }
+}
+
+impl Writer {
+    /// A writer for a response through `io`.
+    pub fn new(io: ClientIo, minor: u8, is_head: bool, keep_alive: bool) -> Writer {
+        Writer {
+            io,
+            minor,
+            is_head,
+            keep_alive,
+            started: false,
+            headers_sent: false,
+            head_ready: false,
+            status: 0,
+            head: Vec::with_capacity(256),
+            content_length: None,
+            body_sent: 0,
+            framing: BodyFraming::Undecided,
+            broken: false,
+            keep_headers: false,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The request's way to the client, for an error answer written after the app failed.
+    pub fn io(&self) -> &ClientIo {
+        &self.io
+    }
+
+    /// The Content-Length the app announced.
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+
+    /// Records a checked `start_response(status, headers)`.
+    pub fn start(&mut self, head: ResponseHead) {
+        self.head = head.head;
+        self.status = head.code;
+        self.content_length = head.content_length;
+        if head.close {
             self.keep_alive = false;
         }
-        self.headers = kept;
+        self.headers = head.kept;
         self.started = true;
-        Ok(())
     }
 
     /// True when this status or method forbids a body.
@@ -214,15 +246,6 @@ impl Writer {
     /// A HEAD response gets the framing headers a GET would get (RFC 9110 §9.3.2), but no body.
     fn finish_head(&mut self, known_length: Option<u64>) {
         self.head_ready = true;
-        // The final response goes out while the client still waits for 100 Continue: it will not
-        // send the body (RFC 9110 §10.1.1), so this connection cannot carry another request.
-        if self
-            .continue_owed
-            .as_ref()
-            .is_some_and(|owed| owed.swap(false, Ordering::AcqRel))
-        {
-            self.keep_alive = false;
-        }
         // A length we computed describes the body we are about to send; a 304 sends none, so
         // only the app's own Content-Length (that of the selected representation) is kept.
         let computed = if self.is_head || !self.body_forbidden() {
@@ -324,14 +347,11 @@ impl Writer {
     /// would only invite another thread to take it (a context switch per request). Lets go of
     /// it only to wait. A failure marks the response broken.
     fn write_iov(&mut self, py: Python<'_>, iov: &mut [IoSlice<'_>]) -> io::Result<()> {
-        let fd = self.fd;
-        let timeout = self.timeout_ms;
         let mut slices: &mut [IoSlice<'_>] = iov;
-        let result = match write_without_waiting(fd, &mut slices) {
+        let io = &self.io;
+        let result = match io.try_send(&mut slices) {
             Ok(true) => Ok(()),
-            Ok(false) => {
-                py.detach(|| crate::worker::waiting_on_client(|| writev_all(fd, slices, timeout)))
-            }
+            Ok(false) => py.detach(|| io.send(slices)),
             Err(e) => Err(e),
         };
         if result.is_err() {
@@ -403,20 +423,8 @@ impl Writer {
         }
         match self.framing {
             BodyFraming::Chunked => {
-                let fd = self.fd;
-                let timeout = self.timeout_ms;
-                if py
-                    .detach(|| {
-                        crate::worker::waiting_on_client(|| {
-                            crate::wsgi::input::write_all_blocking(fd, LAST_CHUNK, timeout)
-                        })
-                    })
-                    .is_err()
-                {
-                    self.broken = true;
-                    return false;
-                }
-                true
+                let mut last = [IoSlice::new(LAST_CHUNK)];
+                self.write_iov(py, &mut last).is_ok()
             }
             BodyFraming::Length(n) if self.body_sent < n => {
                 crate::error!(
@@ -435,84 +443,74 @@ impl Writer {
         }
     }
 
-    /// Sends the body of a regular file with sendfile(2): `count` bytes from `offset`.
+    /// Sends the body of a regular file with sendfile(2): `count` bytes from `offset`. `None`
+    /// when sendfile cannot say it all and the caller must iterate the file instead: something
+    /// was sent before (by `write()`), or the app's Content-Length is not the file's length.
     pub fn send_file(
         &mut self,
         py: Python<'_>,
         file_fd: RawFd,
-        mut offset: i64,
+        offset: i64,
         count: u64,
-    ) -> io::Result<()> {
-        self.send(py, &[], Some(count))?;
-        if self.framing != BodyFraming::Length(count) {
-            // Framing forced otherwise (HEAD, 204, or an app Content-Length that differs): let
-            // the caller fall back to reading the file.
-            return Err(io::ErrorKind::Unsupported.into());
+    ) -> Option<io::Result<()>> {
+        if self.headers_sent || self.body_sent > 0 {
+            return None;
         }
-        let fd = self.fd;
-        let timeout = self.timeout_ms;
-        let mut left = count;
-        let result = py.detach(|| {
-            crate::worker::waiting_on_client(|| {
-                crate::worker::send_until_done(fd, timeout, || {
-                    if left > 0 {
-                        match sys::sendfile(fd, file_fd, &mut offset, left.min(1 << 30) as usize)? {
-                            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                            n => left -= n as u64,
-                        }
-                    }
-                    Ok(left == 0)
-                })
-            })
-        });
-        self.body_sent += count - left;
+        if !self.head_ready {
+            self.finish_head(Some(count));
+        }
+        match self.framing {
+            // HEAD, 204, 304: the head alone is the whole response.
+            BodyFraming::NoBody => return Some(self.send(py, &[], Some(count))),
+            BodyFraming::Length(n) if n == count => {}
+            _ => return None,
+        }
+        if let Err(e) = self.send(py, &[], Some(count)) {
+            return Some(Err(e));
+        }
+        let io = &self.io;
+        let (sent, result) = py.detach(|| io.send_file(file_fd, offset, count));
+        self.body_sent += sent;
         if result.is_err() {
             self.broken = true;
             self.keep_alive = false;
         }
-        result
+        Some(result)
     }
 }
 
-/// Writes as much as the socket takes now; `Ok(true)` when everything went out.
-fn write_without_waiting(fd: RawFd, slices: &mut &mut [IoSlice<'_>]) -> io::Result<bool> {
-    while !slices.is_empty() {
-        match sys::writev(fd, slices) {
-            Ok(n) => IoSlice::advance_slices(slices, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
-
-/// Writes every slice, resuming after partial writes and waiting when the socket is full.
-fn writev_all(fd: RawFd, iov: &mut [IoSlice<'_>], timeout_ms: i32) -> io::Result<()> {
-    let mut slices: &mut [IoSlice<'_>] = iov;
-    crate::worker::send_until_done(fd, timeout_ms, || {
-        if !slices.is_empty() {
-            let n = sys::writev(fd, slices)?;
-            IoSlice::advance_slices(&mut slices, n);
-        }
-        Ok(slices.is_empty())
-    })
-}
-
-/// Checks a status line given by the app (`"200 OK"`): three digits, then a space and a reason
-/// phrase without control characters (RFC 9112 §4). Returns the code.
+/// Checks a status line given by the app (`"200 OK"`): three digits making a final status
+/// (200 to 999), then a space and a reason phrase without control characters (RFC 9112 §4).
+/// Returns the code.
 fn check_status(status: &str) -> PyResult<u16> {
     let bytes = status.as_bytes();
-    let digits_ok = bytes.len() >= 3 && bytes[..3].iter().all(u8::is_ascii_digit);
-    let rest_ok = bytes.len() == 3
-        || (bytes[3] == b' '
-            && status[4..].chars().all(|c| {
+    let invalid = || PyValueError::new_err(format!("invalid status {status:?}"));
+    let (Some(digits), rest) = (bytes.get(..3), bytes.get(3..).unwrap_or_default()) else {
+        return Err(invalid());
+    };
+    let digits_ok = digits.iter().all(u8::is_ascii_digit) && digits[0] != b'0';
+    // After the code: nothing, or a space and a reason phrase without control characters.
+    let rest_ok = match rest.split_first() {
+        None => true,
+        Some((b' ', reason)) => std::str::from_utf8(reason).is_ok_and(|r| {
+            r.chars().all(|c| {
                 c == '\t' || (' '..='~').contains(&c) || ('\u{80}'..='\u{ff}').contains(&c)
-            }));
-    if !digits_ok || !rest_ok || bytes[0] == b'0' {
-        return Err(PyValueError::new_err(format!("invalid status {status:?}")));
+            })
+        }),
+        Some(_) => false,
+    };
+    if !digits_ok || !rest_ok {
+        return Err(invalid());
     }
-    Ok(status[..3].parse().unwrap_or(500))
+    let code = digits
+        .iter()
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    // An interim (1xx) status is not an answer: the client would wait for the final one
+    // forever. The server sends the one interim response WSGI needs (100 Continue) itself.
+    if code < 200 {
+        return Err(invalid());
+    }
+    Ok(code)
 }
 
 /// Encodes a header value as latin-1, refusing characters above U+00FF and control characters
@@ -540,19 +538,45 @@ fn latin1(value: &str) -> Option<std::borrow::Cow<'_, [u8]>> {
         .map(std::borrow::Cow::Owned)
 }
 
-/// The `start_response` callable handed to the app.
+/// The `start_response` callable handed to the app; its `write` attribute is the legacy
+/// `write()` callable.
 #[pyclass(module = "minigun", frozen)]
 pub struct StartResponse {
-    /// The response state, shared with the worker that sends the body.
-    pub writer: Mutex<Writer>,
+    /// The response state, revoked when the request ends.
+    writer: Lease<Writer>,
+    /// Whether the access log needs the response headers.
+    keep_headers: bool,
 }
 
 impl StartResponse {
-    /// Locks the writer; a poisoned lock means an earlier panic, reported as a Python error.
-    pub fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, Writer>> {
-        self.writer
-            .lock()
-            .map_err(|_| PyRuntimeError::new_err("response state is unusable after an error"))
+    /// A `start_response` for the response `writer` will send.
+    pub fn new(writer: Writer, keep_headers: bool) -> StartResponse {
+        StartResponse {
+            writer: Lease::new(writer),
+            keep_headers,
+        }
+    }
+
+    /// Runs `f` on the writer, waiting (without the GIL) while another thread uses it. Raises
+    /// once the request has ended.
+    pub fn with<T>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Writer) -> PyResult<T>,
+    ) -> PyResult<T> {
+        let mut guard = super::lock_lease(py, &self.writer);
+        match guard.as_mut() {
+            Some(w) => f(w),
+            None => Err(PyOSError::new_err(
+                "the response was used after its request had ended",
+            )),
+        }
+    }
+
+    /// Ends the response's lease at the end of its request and returns the writer. Waits for a
+    /// `write()` in progress on another thread; afterwards every call raises.
+    pub fn revoke(&self, py: Python<'_>) -> Option<Writer> {
+        super::lock_lease(py, &self.writer).take()
     }
 }
 
@@ -569,27 +593,34 @@ impl StartResponse {
         let py = slf.py();
         let this = slf.get();
         let exc_info = exc_info.filter(|e| !e.is_none());
-        {
-            let mut w = this.lock()?;
-            if let Some(info) = exc_info {
-                if w.headers_sent {
-                    // PEP 3333: too late to change the status; re-raise the app's error.
-                    drop(w);
-                    let value = info.get_item(1)?;
-                    let tb = info.get_item(2)?;
-                    let err = PyErr::from_value(value.clone());
-                    if !tb.is_none() {
-                        let _ = value.call_method1("with_traceback", (tb,));
-                    }
-                    return Err(err);
+        let (started, headers_sent) = this.with(py, |w| Ok((w.started, w.headers_sent)))?;
+        if let Some(info) = exc_info {
+            if headers_sent {
+                // PEP 3333: too late to change the status; re-raise the app's error.
+                let value = info.get_item(1)?;
+                let tb = info.get_item(2)?;
+                let err = PyErr::from_value(value.clone());
+                if !tb.is_none() {
+                    let _ = value.call_method1("with_traceback", (tb,));
                 }
-            } else if w.started {
+                return Err(err);
+            }
+        } else if started {
+            return Err(PyRuntimeError::new_err(
+                "start_response() called a second time without exc_info",
+            ));
+        }
+        // Checking runs Python code (a header list may be any iterable): outside the lease.
+        let head = ResponseHead::parse(status, headers, this.keep_headers)?;
+        this.with(py, |w| {
+            if w.headers_sent {
                 return Err(PyRuntimeError::new_err(
-                    "start_response() called a second time without exc_info",
+                    "start_response() called after the response head was sent",
                 ));
             }
-            w.start(status, headers)?;
-        }
+            w.start(head);
+            Ok(())
+        })?;
         slf.getattr(pyo3::intern!(py, "write"))
     }
 
@@ -598,14 +629,15 @@ impl StartResponse {
         let bytes = data
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() argument must be bytes"))?;
-        let mut w = self.lock()?;
-        if !w.started {
-            return Err(PyRuntimeError::new_err(
-                "write() called before start_response()",
-            ));
-        }
-        w.send(py, bytes.as_bytes(), None)
-            .map_err(|e| PyOSError::new_err(format!("client disconnected: {e}")))
+        self.with(py, |w| {
+            if !w.started {
+                return Err(PyRuntimeError::new_err(
+                    "write() called before start_response()",
+                ));
+            }
+            w.send(py, bytes.as_bytes(), None)
+                .map_err(|e| PyOSError::new_err(format!("client disconnected: {e}")))
+        })
     }
 }
 
@@ -691,6 +723,18 @@ mod tests {
         assert!(check_status("200 OK\r\nX: y").is_err());
         assert!(check_status("20 OK").is_err());
         assert!(check_status("OK 200").is_err());
+        for bad in [
+            "",
+            "2",
+            "20",
+            "2000 OK",
+            "200OK",
+            "099 Low",
+            "200 \u{20ac}",
+            "20\u{e9}",
+        ] {
+            assert!(check_status(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -33,12 +33,21 @@ pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The `minigun` binary cargo built for these tests.
+pub fn minigun_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_minigun")
+}
+
 /// One way to start the server: arguments, environment changes, and whether to add a bind.
 pub struct Launch {
     args: Vec<String>,
     env: Vec<(String, Option<String>)>,
     default_bind: bool,
     dir: PathBuf,
+    /// What runs instead of the bare binary (a wrapper that execs it, or a script).
+    program: Option<Vec<String>>,
+    /// A descriptor of the test's to hand over as the child's descriptor 3.
+    fd3: Option<std::os::fd::RawFd>,
 }
 
 impl Launch {
@@ -67,6 +76,21 @@ impl Launch {
         self
     }
 
+    /// Runs `program ARGS` instead of `minigun ARGS`: a wrapper that ends by exec'ing minigun
+    /// (name the binary with [`minigun_bin`]), or a script that does. The wrapper's pid is
+    /// what [`Server::master_pid`] reports, and its process group what `Drop` ends.
+    pub fn program(mut self, program: &[&str]) -> Self {
+        self.program = Some(program.iter().map(|a| a.to_string()).collect());
+        self
+    }
+
+    /// Hands the test's descriptor `fd` to the child as its descriptor 3, the way systemd
+    /// passes the first socket of `LISTEN_FDS`. The caller keeps `fd` open until the spawn.
+    pub fn pass_fd3(mut self, fd: std::os::fd::RawFd) -> Self {
+        self.fd3 = Some(fd);
+        self
+    }
+
     /// Starts the process and returns at once, whatever it goes on to do.
     pub fn spawn(self) -> Server {
         let mut args = self.args;
@@ -76,7 +100,34 @@ impl Launch {
         if self.default_bind && !has_bind {
             args.splice(0..0, ["-b".to_owned(), "127.0.0.1:0".to_owned()]);
         }
-        let mut command = Command::new(env!("CARGO_BIN_EXE_minigun"));
+        let mut command = match &self.program {
+            Some(program) => {
+                let mut command = Command::new(&program[0]);
+                command.args(&program[1..]);
+                command
+            }
+            None => Command::new(minigun_bin()),
+        };
+        if let Some(fd) = self.fd3 {
+            // SAFETY: the closure runs in the child between fork and exec, where only
+            // async-signal-safe calls are allowed: dup2(2) is one, and it allocates nothing.
+            // dup2 leaves the copy without FD_CLOEXEC, so descriptor 3 survives the exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if fd == 3 {
+                        let flags = libc::fcntl(3, libc::F_GETFD);
+                        if flags == -1
+                            || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(fd, 3) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         command
             .args(&args)
             .current_dir(&self.dir)
@@ -181,6 +232,8 @@ impl Server {
             env: Vec::new(),
             default_bind: true,
             dir: repo_root().to_owned(),
+            program: None,
+            fd3: None,
         }
     }
 

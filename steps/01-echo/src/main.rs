@@ -9,8 +9,12 @@
 //! - Timeouts: a client that never hangs up holds the server forever. Step 03 adds them.
 //! - Concurrency: one client at a time. Step 04 adds a pool of threads.
 
+#[macro_use]
+mod trace;
+
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
@@ -23,6 +27,7 @@ Usage: step01-echo [-b HOST:PORT]
 
 Options:
   -b, --bind HOST:PORT  address to listen on (default 127.0.0.1:8000; port 0 picks a free one)
+      --trace           narrate each accept, read and close on stderr
   -h, --help            print this help and exit
 ";
 
@@ -51,6 +56,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, 
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
             "-b" | "--bind" => config.bind = value()?,
+            "--trace" => trace::enable(),
             _ => return Err(format!("unknown flag {arg}")),
         }
     }
@@ -71,8 +77,8 @@ fn main() -> ExitCode {
         }
     };
     // ANCHOR: bind
-    // One call does socket(2), bind(2) and listen(2). The kernel now queues incoming
-    // connections for us (the backlog) even while we are busy with another client.
+    // One call does socket(2), setsockopt(2) for SO_REUSEADDR, bind(2) and listen(2). The
+    // kernel now queues incoming connections for us (the backlog) even while we are busy.
     let listener = match TcpListener::bind(&config.bind) {
         Ok(listener) => listener,
         Err(e) => {
@@ -98,12 +104,11 @@ fn serve(listener: &TcpListener) -> ! {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
-                eprintln!("{peer}: connected");
+                trace!("accepted fd {} from {peer}", stream.as_raw_fd());
                 // A failing client ends only its own connection, never the server.
                 if let Err(e) = handle_connection(stream) {
                     eprintln!("{peer}: {e}");
                 }
-                eprintln!("{peer}: done");
             }
             Err(e) => {
                 // Usually "too many open files". Retrying at once would spin the CPU, so back
@@ -119,13 +124,15 @@ fn serve(listener: &TcpListener) -> ! {
 // ANCHOR: handle-connection
 /// Sends back every byte the client sends, until the client closes its side.
 fn handle_connection(mut stream: TcpStream) -> io::Result<()> {
-    let mut buf = [0u8; 4096];
+    let (mut buf, fd) = ([0u8; 4096], stream.as_raw_fd());
     loop {
         // `read` returns as soon as *some* bytes are there: 1 or 4096, whatever arrived.
         let n = stream.read(&mut buf)?;
         if n == 0 {
-            return Ok(()); // end of stream: the client hung up
+            trace!("fd {fd}: read 0 bytes: the client hung up");
+            return Ok(()); // end of stream; dropping `stream` closes our side too
         }
+        trace!("fd {fd}: read {n} bytes, writing them back");
         stream.write_all(&buf[..n])?;
     }
 }

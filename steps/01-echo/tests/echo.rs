@@ -19,10 +19,28 @@ struct Server {
 impl Server {
     /// Starts the binary on port 0 and waits (at most 10 s) for its "Listening on" line.
     fn start() -> Server {
+        Server::start_with(&[], Stdio::null())
+    }
+
+    /// Starts the binary with `--trace` and returns its stderr, line by line.
+    fn start_traced() -> (Server, mpsc::Receiver<String>) {
+        let mut server = Server::start_with(&["--trace"], Stdio::piped());
+        let stderr = server.child.stderr.take().expect("stderr was piped");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (server, rx)
+    }
+
+    fn start_with(extra: &[&str], stderr: Stdio) -> Server {
         let mut child = Command::new(BIN)
             .args(["--bind", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("the step binary was built by cargo");
         let stdout = child.stdout.take().expect("stdout was piped");
@@ -137,4 +155,55 @@ fn rejects_a_missing_bind_value_with_exit_code_2() {
     let out = Command::new(BIN).arg("--bind").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--bind"));
+}
+
+/// Collects the next `n` lines from a traced server's stderr, waiting at most 5 s in all.
+fn trace_lines(rx: &mpsc::Receiver<String>, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut lines = Vec::new();
+    while lines.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!(
+                "only {} of {n} trace lines within 5 s: {lines:#?}",
+                lines.len()
+            ),
+        }
+    }
+    lines
+}
+
+#[test]
+fn trace_narrates_one_connection() {
+    let (server, rx) = Server::start_traced();
+    let mut client = server.connect();
+    client.write_all(b"hello\n").unwrap();
+    assert_eq!(read_n(&mut client, 6), b"hello\n");
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let lines = trace_lines(&rx, 3);
+    // The listener is fd 3, so the first client gets fd 4, as the book shows.
+    let me = client.local_addr().unwrap();
+    assert_eq!(
+        lines,
+        [
+            format!("trace: accepted fd 4 from {me}"),
+            "trace: fd 4: read 6 bytes, writing them back".to_string(),
+            "trace: fd 4: read 0 bytes: the client hung up".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn without_the_flag_nothing_is_traced() {
+    let mut server = Server::start_with(&[], Stdio::piped());
+    let mut client = server.connect();
+    client.write_all(b"x").unwrap();
+    assert_eq!(read_n(&mut client, 1), b"x");
+    drop(client);
+    let _ = server.child.kill(); // closes the pipe, so the read below ends
+    let mut err = String::new();
+    let mut stderr = server.child.stderr.take().expect("stderr was piped");
+    stderr.read_to_string(&mut err).unwrap();
+    assert_eq!(err, "", "the server wrote to stderr without --trace");
 }

@@ -11,8 +11,12 @@
 //! - Timeouts: a client that connects and says nothing holds the server forever. Step 03.
 //! - Concurrency and keep-alive: one client, one request at a time. Step 04 adds both.
 
+#[macro_use]
+mod trace;
+
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
@@ -25,6 +29,7 @@ Usage: step02-hello-http [-b HOST:PORT]
 
 Options:
   -b, --bind HOST:PORT  address to listen on (default 127.0.0.1:8000; port 0 picks a free one)
+      --trace           narrate each accept, read and close on stderr
   -h, --help            print this help and exit
 ";
 
@@ -53,6 +58,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, 
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
             "-b" | "--bind" => config.bind = value()?,
+            "--trace" => trace::enable(),
             _ => return Err(format!("unknown flag {arg}")),
         }
     }
@@ -73,8 +79,8 @@ fn main() -> ExitCode {
         }
     };
     // ANCHOR: bind
-    // One call does socket(2), bind(2) and listen(2). The kernel now queues incoming
-    // connections for us (the backlog) even while we are busy with another client.
+    // One call does socket(2), setsockopt(2) for SO_REUSEADDR, bind(2) and listen(2). The
+    // kernel now queues incoming connections for us (the backlog) even while we are busy.
     let listener = match TcpListener::bind(&config.bind) {
         Ok(listener) => listener,
         Err(e) => {
@@ -100,12 +106,11 @@ fn serve(listener: &TcpListener) -> ! {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
-                eprintln!("{peer}: connected");
+                trace!("accepted fd {} from {peer}", stream.as_raw_fd());
                 // A failing client ends only its own connection, never the server.
                 if let Err(e) = handle_connection(stream) {
                     eprintln!("{peer}: {e}");
                 }
-                eprintln!("{peer}: done");
             }
             Err(e) => {
                 // Usually "too many open files". Retrying at once would spin the CPU, so back
@@ -138,7 +143,9 @@ fn handle_connection(mut stream: TcpStream) -> io::Result<()> {
     let head = read_head(&mut stream)?;
     // Lossy: header values may hold bytes that are not UTF-8, and this is only for show.
     eprint!("{}", String::from_utf8_lossy(&head));
-    write_page(&mut stream)
+    write_page(&mut stream)?;
+    trace!("fd {}: answered 200 OK, close", stream.as_raw_fd());
+    Ok(())
     // `stream` is dropped here, which closes the connection, as `Connection: close` promised.
 }
 // ANCHOR_END: handle-connection
@@ -163,6 +170,7 @@ fn read_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
             return Err(ErrorKind::UnexpectedEof.into()); // hung up mid-head
         }
         head.extend_from_slice(&chunk[..n]);
+        trace!("fd {}: read {n} bytes", stream.as_raw_fd());
     }
     Ok(head)
 }

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step02-hello-http");
 
@@ -19,10 +19,29 @@ struct Server {
 impl Server {
     /// Starts the binary on port 0 and waits (at most 10 s) for its "Listening on" line.
     fn start() -> Server {
+        Server::start_with(&[], Stdio::null())
+    }
+
+    /// Starts the binary with `--trace` (and `extra`) and returns its stderr, line by line.
+    fn start_traced(extra: &[&str]) -> (Server, mpsc::Receiver<String>) {
+        let args: Vec<&str> = ["--trace"].iter().chain(extra).copied().collect();
+        let mut server = Server::start_with(&args, Stdio::piped());
+        let stderr = server.child.stderr.take().expect("stderr was piped");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (server, rx)
+    }
+
+    fn start_with(extra: &[&str], stderr: Stdio) -> Server {
         let mut child = Command::new(BIN)
             .args(["--bind", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("the step binary was built by cargo");
         let stdout = child.stdout.take().expect("stdout was piped");
@@ -175,5 +194,44 @@ fn rejects_an_unknown_flag_with_exit_code_2() {
     assert!(
         text.contains("--workers") && text.lines().count() == 1,
         "{text}"
+    );
+}
+
+/// Collects the next `n` lines from a traced server's stderr that start with `trace:`,
+/// waiting at most 5 s in all.
+fn trace_lines(rx: &mpsc::Receiver<String>, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut lines = Vec::new();
+    while lines.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("trace: ") => lines.push(line),
+            Ok(_) => {} // the step's other stderr output
+            Err(_) => panic!(
+                "only {} of {n} trace lines within 5 s: {lines:#?}",
+                lines.len()
+            ),
+        }
+    }
+    lines
+}
+
+#[test]
+fn trace_narrates_one_request() {
+    let (server, rx) = Server::start_traced(&[]);
+    let mut client = server.connect();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    client.read_to_end(&mut reply).unwrap();
+    let me = client.local_addr().unwrap();
+    assert_eq!(
+        trace_lines(&rx, 3),
+        [
+            format!("trace: accepted fd 4 from {me}"),
+            "trace: fd 4: read 27 bytes".to_string(),
+            "trace: fd 4: answered 200 OK, close".to_string(),
+        ]
     );
 }

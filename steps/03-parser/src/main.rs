@@ -13,11 +13,14 @@
 //! - Chunked request bodies (`Transfer-Encoding`) get 501; minigun decodes them.
 //! - Empty lines before a request line, and obs-fold continuation lines, get 400.
 
+#[macro_use]
+mod trace;
 mod http;
 
 use http::{HttpError, Request, Status};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,6 +35,7 @@ Usage: step03-parser [-b HOST:PORT] [-t SECONDS]
 Options:
   -b, --bind HOST:PORT  address to listen on (default 127.0.0.1:8000; port 0 picks a free one)
   -t, --timeout SECS    time a client has to send a whole request (default 30; 0.5 is fine)
+      --trace           narrate each accept, read, parse and answer on stderr
   -h, --help            print this help and exit
 ";
 
@@ -64,6 +68,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, 
             "-h" | "--help" => return Ok(None),
             "-b" | "--bind" => config.bind = value()?,
             "-t" | "--timeout" => config.timeout = parse_seconds(&flag, &value()?)?,
+            "--trace" => trace::enable(),
             _ => return Err(format!("unknown flag {arg}")),
         }
     }
@@ -94,8 +99,8 @@ fn main() -> ExitCode {
         }
     };
     // ANCHOR: bind
-    // One call does socket(2), bind(2) and listen(2). The kernel now queues incoming
-    // connections for us (the backlog) even while we are busy with another client.
+    // One call does socket(2), setsockopt(2) for SO_REUSEADDR, bind(2) and listen(2). The
+    // kernel now queues incoming connections for us (the backlog) even while we are busy.
     let listener = match TcpListener::bind(&config.bind) {
         Ok(listener) => listener,
         Err(e) => {
@@ -121,8 +126,8 @@ fn serve(listener: &TcpListener, config: &Config) -> ! {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
-                // A failing client ends only its own connection, never the server. Only
-                // failures are logged now: a line per connection costs a write(2) each.
+                trace!("accepted fd {} from {peer}", stream.as_raw_fd());
+                // A failing client ends only its own connection, never the server.
                 if let Err(e) = handle_connection(stream, config) {
                     eprintln!("{peer}: {e}");
                 }
@@ -164,11 +169,15 @@ fn read_request(
     deadline: Instant,
 ) -> Result<Request, HttpError> {
     let (mut request, head_len) = read_head(stream, buf, deadline)?;
+    let (fd, method, target) = (stream.as_raw_fd(), &request.method, &request.target);
+    trace!("fd {fd}: head complete: {method} {target}, {head_len} bytes");
     // The empty line ends the head, not the request: a body may follow (RFC 9112 §6).
     let body_len = http::content_length(&request)?;
     while buf.len() < head_len + body_len {
+        trace!("fd {fd}: body {} of {body_len} bytes", buf.len() - head_len);
         read_more(stream, buf, deadline)?;
     }
+    trace!("fd {fd}: body {body_len} of {body_len} bytes");
     request.body = buf[head_len..head_len + body_len].to_vec();
     // Whatever follows belongs to the next request, so only this request's bytes go.
     buf.drain(..head_len + body_len);
@@ -187,7 +196,11 @@ fn read_head(
     loop {
         match http::parse_head(buf)? {
             Status::Complete(found) => return Ok(found),
-            Status::Partial => read_more(stream, buf, deadline)?,
+            Status::Partial => {
+                let (fd, buffered) = (stream.as_raw_fd(), buf.len());
+                trace!("fd {fd}: need more ({buffered} bytes buffered)");
+                read_more(stream, buf, deadline)?;
+            }
         }
     }
 }
@@ -211,6 +224,7 @@ fn read_more(
     match stream.read(&mut chunk) {
         Ok(0) => Err(HttpError::Closed),
         Ok(n) => {
+            trace!("fd {}: read {n} bytes", stream.as_raw_fd());
             buf.extend_from_slice(&chunk[..n]);
             Ok(())
         }
@@ -260,7 +274,9 @@ fn write_response(
     if !head_only {
         response.push_str(body);
     }
-    stream.write_all(response.as_bytes())
+    stream.write_all(response.as_bytes())?;
+    trace!("fd {}: answered {status}, close", stream.as_raw_fd());
+    Ok(())
 }
 // ANCHOR_END: write-response
 

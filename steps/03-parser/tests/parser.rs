@@ -20,11 +20,29 @@ impl Server {
     /// Starts the binary on port 0 with `extra` flags and waits (at most 10 s) for its
     /// "Listening on" line.
     fn start(extra: &[&str]) -> Server {
+        Server::start_with(extra, Stdio::null())
+    }
+
+    /// Starts the binary with `--trace` (and `extra`) and returns its stderr, line by line.
+    fn start_traced(extra: &[&str]) -> (Server, mpsc::Receiver<String>) {
+        let args: Vec<&str> = ["--trace"].iter().chain(extra).copied().collect();
+        let mut server = Server::start_with(&args, Stdio::piped());
+        let stderr = server.child.stderr.take().expect("stderr was piped");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (server, rx)
+    }
+
+    fn start_with(extra: &[&str], stderr: Stdio) -> Server {
         let mut child = Command::new(BIN)
             .args(["--bind", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("the step binary was built by cargo");
         let stdout = child.stdout.take().expect("stdout was piped");
@@ -303,4 +321,84 @@ fn rejects_bad_flags_with_exit_code_2() {
         assert!(text.contains(args[0].split('=').next().unwrap()), "{text}");
         assert_eq!(text.lines().count(), 1, "{text}");
     }
+}
+
+/// Collects the next `n` lines from a traced server's stderr that start with `trace:`,
+/// waiting at most 5 s in all.
+fn trace_lines(rx: &mpsc::Receiver<String>, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut lines = Vec::new();
+    while lines.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("trace: ") => lines.push(line),
+            Ok(_) => {} // the step's other stderr output
+            Err(_) => panic!(
+                "only {} of {n} trace lines within 5 s: {lines:#?}",
+                lines.len()
+            ),
+        }
+    }
+    lines
+}
+
+#[test]
+fn trace_narrates_a_request_read_in_three_pieces() {
+    let (server, rx) = Server::start_traced(&[]);
+    let mut client = server.connect();
+    client.set_nodelay(true).unwrap();
+    let me = client.local_addr().unwrap();
+    let (a, b, c) = (
+        "POST /p HTTP/1.1\r\nHost: x\r\n",
+        "Content-Length: 5\r\n\r\nhel",
+        "lo",
+    );
+    let head_len = a.len() + b.len() - 3;
+    // Each piece is sent only once the trace shows the server has taken in the one before,
+    // so the server's reads are exactly these three.
+    assert_eq!(
+        trace_lines(&rx, 2),
+        [
+            format!("trace: accepted fd 4 from {me}"),
+            "trace: fd 4: need more (0 bytes buffered)".to_string(),
+        ]
+    );
+    client.write_all(a.as_bytes()).unwrap();
+    assert_eq!(
+        trace_lines(&rx, 2),
+        [
+            format!("trace: fd 4: read {} bytes", a.len()),
+            format!("trace: fd 4: need more ({} bytes buffered)", a.len()),
+        ]
+    );
+    client.write_all(b.as_bytes()).unwrap();
+    assert_eq!(
+        trace_lines(&rx, 3),
+        [
+            format!("trace: fd 4: read {} bytes", b.len()),
+            format!("trace: fd 4: head complete: POST /p, {head_len} bytes"),
+            "trace: fd 4: body 3 of 5 bytes".to_string(),
+        ]
+    );
+    client.write_all(c.as_bytes()).unwrap();
+    assert_eq!(
+        trace_lines(&rx, 3),
+        [
+            "trace: fd 4: read 2 bytes".to_string(),
+            "trace: fd 4: body 5 of 5 bytes".to_string(),
+            "trace: fd 4: answered 200 OK, close".to_string(),
+        ]
+    );
+    let mut reply = String::new();
+    client.read_to_string(&mut reply).unwrap();
+    assert!(reply.contains("5 bytes of body"), "{reply}");
+}
+
+#[test]
+fn trace_shows_an_error_answer() {
+    let (server, rx) = Server::start_traced(&[]);
+    let reply = exchange(&server, b"GET / HTTP/1.1\nHost: x\n\n");
+    assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
+    let lines = trace_lines(&rx, 4);
+    assert_eq!(lines[3], "trace: fd 4: answered 400 Bad Request, close");
 }

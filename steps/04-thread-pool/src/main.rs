@@ -14,12 +14,15 @@
 //! - Python: the answer is still our own text. Step 05 calls a WSGI app.
 //! - Shutdown: Ctrl+C kills the process mid-request. Step 07 stops gracefully.
 
+#[macro_use]
+mod trace;
 mod http;
 
 use http::{HttpError, Request, Status};
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -41,6 +44,7 @@ Options:
                             connections held at once, served or queued (default 64)
       --keep-alive SECS     how long an idle connection may wait for its next request
                             (default 2)
+      --trace               narrate each accept, queue, read, parse and answer on stderr
   -h, --help            print this help and exit
 ";
 
@@ -86,6 +90,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, 
             "--threads" => config.threads = parse_count(&flag, &value()?)?,
             "--worker-connections" => config.worker_connections = parse_count(&flag, &value()?)?,
             "--keep-alive" => config.keep_alive = parse_seconds(&flag, &value()?)?,
+            "--trace" => trace::enable(),
             _ => return Err(format!("unknown flag {arg}")),
         }
     }
@@ -129,8 +134,8 @@ fn main() -> ExitCode {
         }
     };
     // ANCHOR: bind
-    // One call does socket(2), bind(2) and listen(2). The kernel now queues incoming
-    // connections for us (the backlog) even while we are busy with another client.
+    // One call does socket(2), setsockopt(2) for SO_REUSEADDR, bind(2) and listen(2). The
+    // kernel now queues incoming connections for us (the backlog) even while we are busy.
     let listener = match TcpListener::bind(&config.bind) {
         Ok(listener) => listener,
         Err(e) => {
@@ -163,6 +168,7 @@ fn serve(listener: &TcpListener, queue: &Queue) -> ! {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
+                trace!("accepted fd {} from {peer}", stream.as_raw_fd());
                 // Full means every slot is taken: say so now rather than make the client wait
                 // behind a line it cannot see (and that we could not bound).
                 if let Err(stream) = queue.push(stream) {
@@ -211,7 +217,11 @@ impl Queue {
         if state.waiting.len() + state.busy >= self.limit {
             return Err(stream);
         }
+        let fd = stream.as_raw_fd();
         state.waiting.push_back(stream);
+        let (waiting, busy) = (state.waiting.len(), state.busy);
+        // Traced under the lock, so this line always comes before the worker's "picked up".
+        trace!("fd {fd}: queued ({waiting} waiting, {busy} busy)");
         self.ready.notify_one();
         Ok(())
     }
@@ -263,12 +273,16 @@ fn start_workers(config: &Config) -> io::Result<Arc<Queue>> {
             .name(format!("worker-{i}"))
             .spawn(move || loop {
                 let stream = queue.pop();
-                let peer = stream.peer_addr();
+                let (peer, fd) = (stream.peer_addr(), stream.as_raw_fd());
+                let me = thread::current();
+                let name = me.name().unwrap_or("?");
+                trace!("fd {fd}: picked up by thread {name}");
                 // A failing client ends only its own connection, never the thread.
                 if let Err(e) = handle_connection(stream, &config) {
                     eprintln!("{peer:?}: {e}");
                 }
                 queue.done();
+                trace!("fd {fd}: closed; thread {name} is free");
             })?;
     }
     Ok(queue)
@@ -324,12 +338,19 @@ fn wants_keep_alive(request: &Request) -> bool {
 /// Waits up to `idle` for the first byte of another request; `false` if none came.
 fn wait_for_next_request(stream: &TcpStream, idle: Duration) -> io::Result<bool> {
     stream.set_read_timeout(Some(idle))?;
+    let fd = stream.as_raw_fd();
+    trace!("fd {fd}: waiting up to {idle:?} for a next request");
     // peek looks without taking, so read_request still sees the byte.
-    match stream.peek(&mut [0u8; 1]) {
-        Ok(n) => Ok(n > 0), // 0: the client closed
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
-        Err(e) => Err(e),
-    }
+    let (next, why) = match stream.peek(&mut [0u8; 1]) {
+        Ok(0) => (false, "the client closed"),
+        Ok(_) => (true, "a next request is coming"),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            (false, "none came")
+        }
+        Err(e) => return Err(e),
+    };
+    trace!("fd {fd}: {why}");
+    Ok(next)
 }
 // ANCHOR_END: keep-alive
 
@@ -342,11 +363,15 @@ fn read_request(
     deadline: Instant,
 ) -> Result<Request, HttpError> {
     let (mut request, head_len) = read_head(stream, buf, deadline)?;
+    let (fd, method, target) = (stream.as_raw_fd(), &request.method, &request.target);
+    trace!("fd {fd}: head complete: {method} {target}, {head_len} bytes");
     // The empty line ends the head, not the request: a body may follow (RFC 9112 §6).
     let body_len = http::content_length(&request)?;
     while buf.len() < head_len + body_len {
+        trace!("fd {fd}: body {} of {body_len} bytes", buf.len() - head_len);
         read_more(stream, buf, deadline)?;
     }
+    trace!("fd {fd}: body {body_len} of {body_len} bytes");
     request.body = buf[head_len..head_len + body_len].to_vec();
     // Whatever follows belongs to the next request, so only this request's bytes go.
     buf.drain(..head_len + body_len);
@@ -365,7 +390,11 @@ fn read_head(
     loop {
         match http::parse_head(buf)? {
             Status::Complete(found) => return Ok(found),
-            Status::Partial => read_more(stream, buf, deadline)?,
+            Status::Partial => {
+                let (fd, buffered) = (stream.as_raw_fd(), buf.len());
+                trace!("fd {fd}: need more ({buffered} bytes buffered)");
+                read_more(stream, buf, deadline)?;
+            }
         }
     }
 }
@@ -389,6 +418,7 @@ fn read_more(
     match stream.read(&mut chunk) {
         Ok(0) => Err(HttpError::Closed),
         Ok(n) => {
+            trace!("fd {}: read {n} bytes", stream.as_raw_fd());
             buf.extend_from_slice(&chunk[..n]);
             Ok(())
         }
@@ -441,7 +471,9 @@ fn write_response(
     if !head_only {
         response.push_str(body);
     }
-    stream.write_all(response.as_bytes())
+    stream.write_all(response.as_bytes())?;
+    trace!("fd {}: answered {status}, {connection}", stream.as_raw_fd());
+    Ok(())
 }
 // ANCHOR_END: write-response
 

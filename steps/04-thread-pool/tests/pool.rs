@@ -21,11 +21,29 @@ impl Server {
     /// Starts the binary on port 0 with `extra` flags and waits (at most 10 s) for its
     /// "Listening on" line.
     fn start(extra: &[&str]) -> Server {
+        Server::start_with(extra, Stdio::null())
+    }
+
+    /// Starts the binary with `--trace` (and `extra`) and returns its stderr, line by line.
+    fn start_traced(extra: &[&str]) -> (Server, mpsc::Receiver<String>) {
+        let args: Vec<&str> = ["--trace"].iter().chain(extra).copied().collect();
+        let mut server = Server::start_with(&args, Stdio::piped());
+        let stderr = server.child.stderr.take().expect("stderr was piped");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (server, rx)
+    }
+
+    fn start_with(extra: &[&str], stderr: Stdio) -> Server {
         let mut child = Command::new(BIN)
             .args(["--bind", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("the step binary was built by cargo");
         let stdout = child.stdout.take().expect("stdout was piped");
@@ -321,4 +339,51 @@ fn rejects_bad_flags_with_exit_code_2() {
             "{args:?}: {text}"
         );
     }
+}
+
+/// Collects the next `n` lines from a traced server's stderr that start with `trace:`,
+/// waiting at most 5 s in all.
+fn trace_lines(rx: &mpsc::Receiver<String>, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut lines = Vec::new();
+    while lines.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("trace: ") => lines.push(line),
+            Ok(_) => {} // the step's other stderr output
+            Err(_) => panic!(
+                "only {} of {n} trace lines within 5 s: {lines:#?}",
+                lines.len()
+            ),
+        }
+    }
+    lines
+}
+
+#[test]
+fn trace_narrates_one_request_through_the_queue() {
+    let (server, rx) = Server::start_traced(&["--threads", "1"]);
+    let mut client = server.connect();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap(); // as `nc -N` does
+    let mut reply = Vec::new();
+    client.read_to_end(&mut reply).unwrap();
+    let me = client.local_addr().unwrap();
+    let expected = [
+        format!("accepted fd 4 from {me}"),
+        "fd 4: queued (1 waiting, 0 busy)".to_string(),
+        "fd 4: picked up by thread worker-0".to_string(),
+        "fd 4: need more (0 bytes buffered)".to_string(),
+        "fd 4: read 27 bytes".to_string(),
+        "fd 4: head complete: GET /, 27 bytes".to_string(),
+        "fd 4: body 0 of 0 bytes".to_string(),
+        "fd 4: answered 200 OK, keep-alive".to_string(),
+        "fd 4: waiting up to 2s for a next request".to_string(),
+        "fd 4: the client closed".to_string(),
+        "fd 4: closed; thread worker-0 is free".to_string(),
+    ];
+    let expected: Vec<String> = expected.iter().map(|l| format!("trace: {l}")).collect();
+    assert_eq!(trace_lines(&rx, expected.len()), expected);
 }

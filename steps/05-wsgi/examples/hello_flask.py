@@ -12,3 +12,9 @@ def hello():
 @app.route("/greet/<name>")
 def greet(name):
     return {"hello": name, "agent": request.headers.get("User-Agent", "")}
+
+
+@app.route("/cpu")
+def cpu():
+    """A few milliseconds of pure-Python arithmetic, holding the GIL throughout."""
+    return f"{sum(i * i for i in range(100_000))}\n"

@@ -13,6 +13,8 @@
 //! - Shutdown: Ctrl+C kills the process mid-request. Step 07 stops gracefully.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+#[macro_use]
+mod trace;
 mod http;
 mod sys;
 mod wsgi;
@@ -21,6 +23,7 @@ use http::{HttpError, Request, Status};
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -45,6 +48,7 @@ Options:
                             connections held at once, served or queued (default 64)
       --keep-alive SECS     how long an idle connection may wait for its next request
                             (default 2)
+      --trace               narrate each accept, queue, read, parse and answer on stderr
   -h, --help            print this help and exit
 ";
 
@@ -93,6 +97,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, 
             "--threads" => config.threads = parse_count(&flag, &value()?)?,
             "--worker-connections" => config.worker_connections = parse_count(&flag, &value()?)?,
             "--keep-alive" => config.keep_alive = parse_seconds(&flag, &value()?)?,
+            "--trace" => trace::enable(),
             _ if arg.starts_with('-') => return Err(format!("unknown flag {arg}")),
             _ if config.app.is_empty() => config.app = arg,
             _ => return Err(format!("unexpected argument {arg}")),
@@ -141,8 +146,8 @@ fn main() -> ExitCode {
         }
     };
     // ANCHOR: bind
-    // One call does socket(2), bind(2) and listen(2). The kernel now queues incoming
-    // connections for us (the backlog) even while we are busy with another client.
+    // One call does socket(2), setsockopt(2) for SO_REUSEADDR, bind(2) and listen(2). The
+    // kernel now queues incoming connections for us (the backlog) even while we are busy.
     let listener = match TcpListener::bind(&config.bind) {
         Ok(listener) => listener,
         Err(e) => {
@@ -185,6 +190,7 @@ fn serve(listener: &TcpListener, queue: &Queue) -> ! {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
+                trace!("accepted fd {} from {peer}", stream.as_raw_fd());
                 // Full means every slot is taken: say so now rather than make the client wait
                 // behind a line it cannot see (and that we could not bound).
                 if let Err(stream) = queue.push(stream) {
@@ -233,7 +239,11 @@ impl Queue {
         if state.waiting.len() + state.busy >= self.limit {
             return Err(stream);
         }
+        let fd = stream.as_raw_fd();
         state.waiting.push_back(stream);
+        let (waiting, busy) = (state.waiting.len(), state.busy);
+        // Traced under the lock, so this line always comes before the worker's "picked up".
+        trace!("fd {fd}: queued ({waiting} waiting, {busy} busy)");
         self.ready.notify_one();
         Ok(())
     }
@@ -285,12 +295,16 @@ fn start_workers(config: &Config, app: &Arc<wsgi::App>) -> io::Result<Arc<Queue>
             .name(format!("worker-{i}"))
             .spawn(move || loop {
                 let stream = queue.pop();
-                let peer = stream.peer_addr();
+                let (peer, fd) = (stream.peer_addr(), stream.as_raw_fd());
+                let me = thread::current();
+                let name = me.name().unwrap_or("?");
+                trace!("fd {fd}: picked up by thread {name}");
                 // A failing client ends only its own connection, never the thread.
                 if let Err(e) = handle_connection(stream, &config, &app) {
                     eprintln!("{peer:?}: {e}");
                 }
                 queue.done();
+                trace!("fd {fd}: closed; thread {name} is free");
             })?;
     }
     Ok(queue)
@@ -346,12 +360,19 @@ fn wants_keep_alive(request: &Request) -> bool {
 /// Waits up to `idle` for the first byte of another request; `false` if none came.
 fn wait_for_next_request(stream: &TcpStream, idle: Duration) -> io::Result<bool> {
     stream.set_read_timeout(Some(idle))?;
+    let fd = stream.as_raw_fd();
+    trace!("fd {fd}: waiting up to {idle:?} for a next request");
     // peek looks without taking, so read_request still sees the byte.
-    match stream.peek(&mut [0u8; 1]) {
-        Ok(n) => Ok(n > 0), // 0: the client closed
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
-        Err(e) => Err(e),
-    }
+    let (next, why) = match stream.peek(&mut [0u8; 1]) {
+        Ok(0) => (false, "the client closed"),
+        Ok(_) => (true, "a next request is coming"),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            (false, "none came")
+        }
+        Err(e) => return Err(e),
+    };
+    trace!("fd {fd}: {why}");
+    Ok(next)
 }
 // ANCHOR_END: keep-alive
 
@@ -364,11 +385,15 @@ fn read_request(
     deadline: Instant,
 ) -> Result<Request, HttpError> {
     let (mut request, head_len) = read_head(stream, buf, deadline)?;
+    let (fd, method, target) = (stream.as_raw_fd(), &request.method, &request.target);
+    trace!("fd {fd}: head complete: {method} {target}, {head_len} bytes");
     // The empty line ends the head, not the request: a body may follow (RFC 9112 §6).
     let body_len = http::content_length(&request)?;
     while buf.len() < head_len + body_len {
+        trace!("fd {fd}: body {} of {body_len} bytes", buf.len() - head_len);
         read_more(stream, buf, deadline)?;
     }
+    trace!("fd {fd}: body {body_len} of {body_len} bytes");
     request.body = buf[head_len..head_len + body_len].to_vec();
     // Whatever follows belongs to the next request, so only this request's bytes go.
     buf.drain(..head_len + body_len);
@@ -387,7 +412,11 @@ fn read_head(
     loop {
         match http::parse_head(buf)? {
             Status::Complete(found) => return Ok(found),
-            Status::Partial => read_more(stream, buf, deadline)?,
+            Status::Partial => {
+                let (fd, buffered) = (stream.as_raw_fd(), buf.len());
+                trace!("fd {fd}: need more ({buffered} bytes buffered)");
+                read_more(stream, buf, deadline)?;
+            }
         }
     }
 }
@@ -411,6 +440,7 @@ fn read_more(
     match stream.read(&mut chunk) {
         Ok(0) => Err(HttpError::Closed),
         Ok(n) => {
+            trace!("fd {}: read {n} bytes", stream.as_raw_fd());
             buf.extend_from_slice(&chunk[..n]);
             Ok(())
         }
@@ -433,45 +463,17 @@ fn respond(
     app: &wsgi::App,
 ) -> io::Result<()> {
     let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
+    let fd = stream.as_raw_fd();
+    trace!("fd {fd}: calling the app");
     let response = app.call(request, peer, local);
+    let (status, body_len) = (&response.status, response.body.len());
+    trace!("fd {fd}: the app answered {status}, {body_len} bytes");
     // RFC 9110 §9.3.2: HEAD gets the headers GET would get, but no body.
     let head_only = request.method == "HEAD";
-    write_app_response(stream, &response, head_only, keep_alive)
+    // One write for head and body, as in step 02.
+    stream.write_all(&response.encode(head_only, keep_alive))
 }
 // ANCHOR_END: respond
-
-// ANCHOR: write-app-response
-/// Sends the app's status and headers, then its body, framed by us: Content-Length is the
-/// length of the buffered body, and `Connection` is our decision, not the app's. For HEAD
-/// the app's own headers go out unchanged (its Content-Length included) with no body.
-fn write_app_response(
-    stream: &mut TcpStream,
-    response: &wsgi::Response,
-    head_only: bool,
-    keep_alive: bool,
-) -> io::Result<()> {
-    let mut out = format!("HTTP/1.1 {}\r\n", response.status).into_bytes();
-    for (name, value) in &response.headers {
-        let framing = name.eq_ignore_ascii_case("content-length") && !head_only;
-        if framing || name.eq_ignore_ascii_case("connection") {
-            continue;
-        }
-        // PEP 3333: header names and values are latin-1 strings, one byte per character.
-        out.extend(name.chars().chain(": ".chars()).map(|c| c as u8));
-        out.extend(value.chars().chain("\r\n".chars()).map(|c| c as u8));
-    }
-    if !head_only {
-        out.extend(format!("Content-Length: {}\r\n", response.body.len()).bytes());
-    }
-    let connection = if keep_alive { "keep-alive" } else { "close" };
-    out.extend(format!("Connection: {connection}\r\n\r\n").bytes());
-    if !head_only {
-        out.extend_from_slice(&response.body);
-    }
-    // One write for head and body, as in step 02.
-    stream.write_all(&out)
-}
-// ANCHOR_END: write-app-response
 
 // ANCHOR: write-response
 /// Writes status line, headers, empty line and (unless `head_only`) the body, in one write.
@@ -495,7 +497,9 @@ fn write_response(
     if !head_only {
         response.push_str(body);
     }
-    stream.write_all(response.as_bytes())
+    stream.write_all(response.as_bytes())?;
+    trace!("fd {}: answered {status}, {connection}", stream.as_raw_fd());
+    Ok(())
 }
 // ANCHOR_END: write-response
 

@@ -21,6 +21,7 @@ pub struct App {
     callable: Py<PyAny>,
 }
 
+// ANCHOR: response
 /// What the app answered: the status and headers from `start_response`, the collected body.
 pub struct Response {
     /// e.g. `200 OK`.
@@ -30,8 +31,37 @@ pub struct Response {
     /// Everything `write()` was given, then every item of the result iterable.
     pub body: Vec<u8>,
 }
+// ANCHOR_END: response
 
 impl Response {
+    // ANCHOR: encode-response
+    /// The bytes to send: the app's status and headers, then its body, framed by us.
+    /// Content-Length is the length of the buffered body, and `Connection` is the server's
+    /// decision, not the app's. For HEAD the app's own headers go out unchanged (its
+    /// Content-Length included) with no body.
+    pub fn encode(&self, head_only: bool, keep_alive: bool) -> Vec<u8> {
+        let mut out = format!("HTTP/1.1 {}\r\n", self.status).into_bytes();
+        for (name, value) in &self.headers {
+            let framing = name.eq_ignore_ascii_case("content-length") && !head_only;
+            if framing || name.eq_ignore_ascii_case("connection") {
+                continue;
+            }
+            // PEP 3333: header names and values are latin-1 strings, one byte per character.
+            out.extend(name.chars().chain(": ".chars()).map(|c| c as u8));
+            out.extend(value.chars().chain("\r\n".chars()).map(|c| c as u8));
+        }
+        if !head_only {
+            out.extend(format!("Content-Length: {}\r\n", self.body.len()).bytes());
+        }
+        let connection = if keep_alive { "keep-alive" } else { "close" };
+        out.extend(format!("Connection: {connection}\r\n\r\n").bytes());
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+    // ANCHOR_END: encode-response
+
     /// The answer when the app fails: its traceback went to stderr, the client gets no detail.
     fn internal_error() -> Response {
         let headers = vec![("Content-Type".to_string(), "text/plain".to_string())];
@@ -112,6 +142,7 @@ impl App {
     // ANCHOR_END: call-app
 }
 
+// ANCHOR: collect
 /// Appends every item of the app's result to `body`; items must be `bytes`.
 fn collect(result: &Bound<'_, PyAny>, body: &mut Vec<u8>) -> PyResult<()> {
     for item in result.try_iter()? {
@@ -123,6 +154,7 @@ fn collect(result: &Bound<'_, PyAny>, body: &mut Vec<u8>) -> PyResult<()> {
     }
     Ok(())
 }
+// ANCHOR_END: collect
 
 // ANCHOR: environ
 /// Builds the PEP 3333 environ. Strings taken from the request are decoded as latin-1, so
@@ -185,6 +217,7 @@ fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
 }
 
+// ANCHOR: percent-decode
 /// Turns `%2F`-style escapes into bytes; a `%` not followed by two hex digits stays as it is.
 fn percent_decode(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
@@ -206,9 +239,12 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
     }
     out
 }
+// ANCHOR_END: percent-decode
 
+// ANCHOR: started
 /// Status, headers and bytes passed to `write()`, once the app has called start_response.
 type Started = (String, Vec<(String, String)>, Vec<u8>);
+// ANCHOR_END: started
 
 // ANCHOR: start-response
 /// The `start_response` callable handed to the app. pyo3 needs a `#[pyclass]` to be `Sync`,
@@ -276,9 +312,11 @@ impl StartResponse {
     }
 }
 
+// ANCHOR: clean
 /// A status or header text we can send: latin-1 only, no control characters (so no CR or LF
 /// smuggling a second header into the response).
 fn clean(text: &str) -> bool {
     text.chars()
         .all(|c| (' '..='\u{ff}').contains(&c) && c != '\u{7f}')
 }
+// ANCHOR_END: clean

@@ -129,6 +129,9 @@ fn a_flask_app_runs_when_the_venv_has_flask() {
     let (head, body) = get(&server, "/");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert_eq!(body, "Hello from Flask!\n");
+    // Chapter 5's exercise 4 loads this route.
+    let (_, body) = get(&server, "/cpu");
+    assert_eq!(body, "333328333350000\n");
     let (head, _) = get(&server, "/no/such/route");
     assert!(head.starts_with("HTTP/1.1 404 NOT FOUND\r\n"), "{head}");
 }
@@ -168,4 +171,39 @@ fn rejects_an_unknown_flag_with_exit_code_2() {
         text.contains("--workers") && text.lines().count() == 1,
         "{text}"
     );
+}
+
+#[test]
+fn trace_narrates_one_request_from_queue_to_app() {
+    let server = Server::fixture("trace", &["--trace", "--threads", "1"]);
+    let mut client = server.connect();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap(); // as `nc -N` does
+    let mut reply = String::new();
+    client.read_to_string(&mut reply).unwrap();
+    assert!(reply.ends_with("Hello, World!\n"), "{reply}");
+    let me = client.local_addr().unwrap();
+    let lines = server.trace_lines(12);
+    // The fd depends on what Python opened at start-up; read it from the first line.
+    let fd = lines[0]
+        .strip_prefix("accepted fd ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("first line {:?}", lines[0]));
+    let expected = [
+        format!("accepted fd {fd} from {me}"),
+        format!("fd {fd}: queued (1 waiting, 0 busy)"),
+        format!("fd {fd}: picked up by thread worker-0"),
+        format!("fd {fd}: need more (0 bytes buffered)"),
+        format!("fd {fd}: read 27 bytes"),
+        format!("fd {fd}: head complete: GET /, 27 bytes"),
+        format!("fd {fd}: body 0 of 0 bytes"),
+        format!("fd {fd}: calling the app"),
+        format!("fd {fd}: the app answered 200 OK, 14 bytes"),
+        format!("fd {fd}: waiting up to 2s for a next request"),
+        format!("fd {fd}: the client closed"),
+        format!("fd {fd}: closed; thread worker-0 is free"),
+    ];
+    assert_eq!(lines, expected);
 }

@@ -240,13 +240,17 @@ pub fn content_length(request: &Request) -> Result<usize, HttpError> {
 }
 // ANCHOR_END: content-length
 
+// ANCHOR: is-tchar
 /// RFC 9110 §5.6.2: the characters allowed in a token (methods, header names).
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
+// ANCHOR_END: is-tchar
 
+// ANCHOR: latin1
 /// Decodes bytes as ISO-8859-1, one char per byte. Header values may hold bytes above 0x7F
 /// that are not valid UTF-8; PEP 3333 makes the same choice for WSGI.
 fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
 }
+// ANCHOR_END: latin1

@@ -14,6 +14,8 @@
 //!   mid-request. Step 07 stops gracefully.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+#[macro_use]
+mod trace;
 mod http;
 mod sys;
 mod wsgi;
@@ -41,6 +43,7 @@ Options:
   -t, --timeout SECS        time a client has to send a whole request (default 30)
       --keep-alive SECS     how long an idle connection may wait for its next request
                             (default 2)
+      --trace               narrate each accept, fork, read, answer and reap on stderr
   -h, --help            print this help and exit
 ";
 
@@ -81,6 +84,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, 
             "-b" | "--bind" => config.bind = value()?,
             "-t" | "--timeout" => config.timeout = parse_seconds(&flag, &value()?)?,
             "--keep-alive" => config.keep_alive = parse_seconds(&flag, &value()?)?,
+            "--trace" => trace::enable(),
             _ if arg.starts_with('-') => return Err(format!("unknown flag {arg}")),
             _ if config.app.is_empty() => config.app = arg,
             _ => return Err(format!("unexpected argument {arg}")),
@@ -116,8 +120,8 @@ fn main() -> ExitCode {
         }
     };
     // ANCHOR: bind
-    // One call does socket(2), bind(2) and listen(2). The kernel now queues incoming
-    // connections for us (the backlog) even while we are busy with another client.
+    // One call does socket(2), setsockopt(2) for SO_REUSEADDR, bind(2) and listen(2). The
+    // kernel now queues incoming connections for us (the backlog) even while we are busy.
     let listener = match TcpListener::bind(&config.bind) {
         Ok(listener) => listener,
         Err(e) => {
@@ -167,13 +171,17 @@ fn serve(listener: &TcpListener, config: &Config, app: &wsgi::App) -> io::Result
         };
         if ready[1] {
             sys::drain(wake);
+            trace!("SIGCHLD received");
             for (pid, status) in sys::reap_children() {
-                eprintln!("[{pid}] child exited ({status})");
+                trace!("reaped child {pid} ({status})");
             }
         }
         if ready[0] {
             match listener.accept() {
-                Ok((stream, peer)) => spawn_child(stream, peer, config, app),
+                Ok((stream, peer)) => {
+                    trace!("accepted fd {} from {peer}", stream.as_raw_fd());
+                    spawn_child(stream, peer, config, app);
+                }
                 Err(e) => {
                     // Usually "too many open files". Retrying at once would spin the CPU, so
                     // back off a little; the waiting clients stay queued in the backlog.
@@ -191,13 +199,16 @@ fn serve(listener: &TcpListener, config: &Config, app: &wsgi::App) -> io::Result
 fn spawn_child(stream: TcpStream, peer: SocketAddr, config: &Config, app: &wsgi::App) {
     match sys::fork_with_python() {
         Ok(sys::Fork::Child) => {
+            // Only the child traces: its lines and the parent's would race for the terminal.
+            trace!("forked: this child serves fd {}", stream.as_raw_fd());
             if let Err(e) = handle_connection(stream, config, app) {
                 eprintln!("{peer}: {e}");
             }
             app.flush_output();
+            trace!("child exits");
             sys::exit_child(0);
         }
-        Ok(sys::Fork::Parent(pid)) => eprintln!("[{pid}] child serving {peer}"),
+        Ok(sys::Fork::Parent) => {}
         Err(e) => {
             eprintln!("fork failed: {e}");
             reject(stream);
@@ -260,12 +271,19 @@ fn wants_keep_alive(request: &Request) -> bool {
 /// Waits up to `idle` for the first byte of another request; `false` if none came.
 fn wait_for_next_request(stream: &TcpStream, idle: Duration) -> io::Result<bool> {
     stream.set_read_timeout(Some(idle))?;
+    let fd = stream.as_raw_fd();
+    trace!("fd {fd}: waiting up to {idle:?} for a next request");
     // peek looks without taking, so read_request still sees the byte.
-    match stream.peek(&mut [0u8; 1]) {
-        Ok(n) => Ok(n > 0), // 0: the client closed
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
-        Err(e) => Err(e),
-    }
+    let (next, why) = match stream.peek(&mut [0u8; 1]) {
+        Ok(0) => (false, "the client closed"),
+        Ok(_) => (true, "a next request is coming"),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            (false, "none came")
+        }
+        Err(e) => return Err(e),
+    };
+    trace!("fd {fd}: {why}");
+    Ok(next)
 }
 // ANCHOR_END: keep-alive
 
@@ -278,11 +296,15 @@ fn read_request(
     deadline: Instant,
 ) -> Result<Request, HttpError> {
     let (mut request, head_len) = read_head(stream, buf, deadline)?;
+    let (fd, method, target) = (stream.as_raw_fd(), &request.method, &request.target);
+    trace!("fd {fd}: head complete: {method} {target}, {head_len} bytes");
     // The empty line ends the head, not the request: a body may follow (RFC 9112 §6).
     let body_len = http::content_length(&request)?;
     while buf.len() < head_len + body_len {
+        trace!("fd {fd}: body {} of {body_len} bytes", buf.len() - head_len);
         read_more(stream, buf, deadline)?;
     }
+    trace!("fd {fd}: body {body_len} of {body_len} bytes");
     request.body = buf[head_len..head_len + body_len].to_vec();
     // Whatever follows belongs to the next request, so only this request's bytes go.
     buf.drain(..head_len + body_len);
@@ -301,7 +323,11 @@ fn read_head(
     loop {
         match http::parse_head(buf)? {
             Status::Complete(found) => return Ok(found),
-            Status::Partial => read_more(stream, buf, deadline)?,
+            Status::Partial => {
+                let (fd, buffered) = (stream.as_raw_fd(), buf.len());
+                trace!("fd {fd}: need more ({buffered} bytes buffered)");
+                read_more(stream, buf, deadline)?;
+            }
         }
     }
 }
@@ -325,6 +351,7 @@ fn read_more(
     match stream.read(&mut chunk) {
         Ok(0) => Err(HttpError::Closed),
         Ok(n) => {
+            trace!("fd {}: read {n} bytes", stream.as_raw_fd());
             buf.extend_from_slice(&chunk[..n]);
             Ok(())
         }
@@ -347,45 +374,17 @@ fn respond(
     app: &wsgi::App,
 ) -> io::Result<()> {
     let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
+    let fd = stream.as_raw_fd();
+    trace!("fd {fd}: calling the app");
     let response = app.call(request, peer, local);
+    let (status, body_len) = (&response.status, response.body.len());
+    trace!("fd {fd}: the app answered {status}, {body_len} bytes");
     // RFC 9110 §9.3.2: HEAD gets the headers GET would get, but no body.
     let head_only = request.method == "HEAD";
-    write_app_response(stream, &response, head_only, keep_alive)
+    // One write for head and body, as in step 02.
+    stream.write_all(&response.encode(head_only, keep_alive))
 }
 // ANCHOR_END: respond
-
-// ANCHOR: write-app-response
-/// Sends the app's status and headers, then its body, framed by us: Content-Length is the
-/// length of the buffered body, and `Connection` is our decision, not the app's. For HEAD
-/// the app's own headers go out unchanged (its Content-Length included) with no body.
-fn write_app_response(
-    stream: &mut TcpStream,
-    response: &wsgi::Response,
-    head_only: bool,
-    keep_alive: bool,
-) -> io::Result<()> {
-    let mut out = format!("HTTP/1.1 {}\r\n", response.status).into_bytes();
-    for (name, value) in &response.headers {
-        let framing = name.eq_ignore_ascii_case("content-length") && !head_only;
-        if framing || name.eq_ignore_ascii_case("connection") {
-            continue;
-        }
-        // PEP 3333: header names and values are latin-1 strings, one byte per character.
-        out.extend(name.chars().chain(": ".chars()).map(|c| c as u8));
-        out.extend(value.chars().chain("\r\n".chars()).map(|c| c as u8));
-    }
-    if !head_only {
-        out.extend(format!("Content-Length: {}\r\n", response.body.len()).bytes());
-    }
-    let connection = if keep_alive { "keep-alive" } else { "close" };
-    out.extend(format!("Connection: {connection}\r\n\r\n").bytes());
-    if !head_only {
-        out.extend_from_slice(&response.body);
-    }
-    // One write for head and body, as in step 02.
-    stream.write_all(&out)
-}
-// ANCHOR_END: write-app-response
 
 // ANCHOR: write-response
 /// Writes status line, headers, empty line and (unless `head_only`) the body, in one write.
@@ -409,7 +408,9 @@ fn write_response(
     if !head_only {
         response.push_str(body);
     }
-    stream.write_all(response.as_bytes())
+    stream.write_all(response.as_bytes())?;
+    trace!("fd {}: answered {status}, {connection}", stream.as_raw_fd());
+    Ok(())
 }
 // ANCHOR_END: write-response
 

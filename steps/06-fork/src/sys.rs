@@ -78,8 +78,8 @@ fn status_message(status: &ffi::PyStatus) -> String {
 
 /// Which side of a `fork` we are on.
 pub enum Fork {
-    /// The original process; the value is the new child's pid.
-    Parent(libc::pid_t),
+    /// The original process. It needs no pid in this step: `waitpid(-1, ..)` reaps any child.
+    Parent,
     /// The copy.
     Child,
 }
@@ -109,7 +109,7 @@ pub fn fork_with_python() -> io::Result<Fork> {
         }
         let result = match pid {
             -1 => Err(io::Error::last_os_error()),
-            pid => Ok(Fork::Parent(pid)),
+            _ => Ok(Fork::Parent),
         };
         // SAFETY: we are the parent (or fork failed) after PyOS_BeforeFork, with the GIL.
         unsafe { ffi::PyOS_AfterFork_Parent() };

@@ -36,7 +36,7 @@ fn children(parent: i32) -> Vec<(i32, char)> {
 
 #[test]
 fn each_connection_is_served_by_a_new_child_and_none_is_left_a_zombie() {
-    let server = Server::fixture("zombies", &[]);
+    let server = Server::fixture("zombies", &["--trace"]);
     let mut pids = HashSet::new();
     for _ in 0..8 {
         let (_, body) = get(&server, "/pid");
@@ -51,13 +51,13 @@ fn each_connection_is_served_by_a_new_child_and_none_is_left_a_zombie() {
     });
     let mut log = String::new();
     wait_for(
-        "a reap logged for every child",
+        "a reap traced for every child",
         Duration::from_secs(5),
         || {
             log.extend(server.stderr.try_iter().map(|line| line + "\n"));
             let all = pids
                 .iter()
-                .all(|pid| log.contains(&format!("[{pid}] child exited")));
+                .all(|pid| log.contains(&format!("reaped child {pid} (exit status: 0)")));
             all.then_some(())
         },
     );
@@ -86,4 +86,48 @@ fn a_slow_request_does_not_hold_up_the_next_client() {
     assert!(!running.is_empty(), "the slow child is still running");
     let (_, body) = exchange(&mut slow, "");
     assert_eq!(body, "slow done\n");
+}
+
+#[test]
+fn trace_narrates_the_parent_and_the_child() {
+    let server = Server::fixture("trace", &["--trace"]);
+    let mut client = server.connect();
+    std::io::Write::write_all(&mut client, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap(); // as `nc -N` does
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut client, &mut reply).unwrap();
+    assert!(reply.ends_with("Hello, World!\n"), "{reply}");
+    let me = client.local_addr().unwrap();
+    let lines = server.trace_lines(13);
+    let parent = format!("[{}]", server.pid());
+    let child = lines[1]
+        .split(' ')
+        .next()
+        .expect("a [pid] prefix")
+        .to_string();
+    assert_ne!(child, parent, "the second line comes from the child");
+    let fd = lines[0]
+        .strip_prefix(&format!("{parent} accepted fd "))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("first line {:?}", lines[0]));
+    let expected = [
+        format!("{parent} accepted fd {fd} from {me}"),
+        format!("{child} forked: this child serves fd {fd}"),
+        format!("{child} fd {fd}: need more (0 bytes buffered)"),
+        format!("{child} fd {fd}: read 27 bytes"),
+        format!("{child} fd {fd}: head complete: GET /, 27 bytes"),
+        format!("{child} fd {fd}: body 0 of 0 bytes"),
+        format!("{child} fd {fd}: calling the app"),
+        format!("{child} fd {fd}: the app answered 200 OK, 14 bytes"),
+        format!("{child} fd {fd}: waiting up to 2s for a next request"),
+        format!("{child} fd {fd}: the client closed"),
+        format!("{child} child exits"),
+        format!("{parent} SIGCHLD received"),
+    ];
+    assert_eq!(lines[..12], expected);
+    let pid = child.trim_matches(['[', ']']);
+    assert_eq!(
+        lines[12],
+        format!("{parent} reaped child {pid} (exit status: 0)")
+    );
 }

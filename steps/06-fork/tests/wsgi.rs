@@ -129,6 +129,9 @@ fn a_flask_app_runs_when_the_venv_has_flask() {
     let (head, body) = get(&server, "/");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert_eq!(body, "Hello from Flask!\n");
+    // Chapter 5's exercise 4 loads this route.
+    let (_, body) = get(&server, "/cpu");
+    assert_eq!(body, "333328333350000\n");
     let (head, _) = get(&server, "/no/such/route");
     assert!(head.starts_with("HTTP/1.1 404 NOT FOUND\r\n"), "{head}");
 }

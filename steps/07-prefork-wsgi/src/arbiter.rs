@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 
 // ANCHOR: arbiter
-/// The master process. It never runs Python or accepts a client: it keeps `size` workers
-/// alive and turns signals into actions, like gunicorn's `Arbiter`.
+/// The master process. It never runs Python or accepts a client: it keeps `config.workers`
+/// workers alive and turns signals into actions, like gunicorn's `Arbiter`.
 pub struct Arbiter {
     /// Bound once, before any fork, so every worker inherits the same listening socket.
     listener: TcpListener,
@@ -65,8 +65,14 @@ impl Arbiter {
             }
             for signal in sys::drain(wake) {
                 match signal {
-                    libc::SIGCHLD => self.reap_workers(),
-                    _ => self.stop(), // SIGTERM or SIGINT
+                    libc::SIGCHLD => {
+                        trace!("master: SIGCHLD received");
+                        self.reap_workers();
+                    }
+                    _ => {
+                        trace!("master: SIGTERM or SIGINT received");
+                        self.stop();
+                    }
                 }
             }
             if self
@@ -86,6 +92,9 @@ impl Arbiter {
     /// Forks workers until there are `--workers` of them (none once we are stopping).
     fn manage_workers(&mut self) {
         while self.stopping.is_none() && self.workers.len() < self.config.workers {
+            let (running, wanted) = (self.workers.len(), self.config.workers);
+            // Traced before the fork, so it never races with the new worker's own lines.
+            trace!("master: {running} of {wanted} workers running, forking one");
             if let Err(e) = self.spawn_worker() {
                 eprintln!("fork failed: {e}"); // tried again on the next pass, a second later
                 return;

@@ -16,6 +16,8 @@
 //!   sent with Content-Length. minigun streams both ways (`wsgi/` input, `http/response.rs`).
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+#[macro_use]
+mod trace;
 mod arbiter;
 mod http;
 mod sys;
@@ -42,6 +44,7 @@ Options:
   -b, --bind HOST:PORT      address to listen on (default 127.0.0.1:8000; port 0 picks one)
   -t, --timeout SECS        time a client has to send a whole request (default 30)
   -w, --workers N           worker processes to keep running (default 1)
+      --trace               narrate forks, signals, accepts, reads and answers on stderr
   -h, --help            print this help and exit
 ";
 
@@ -81,6 +84,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, 
             "-b" | "--bind" => config.bind = value()?,
             "-t" | "--timeout" => config.timeout = parse_seconds(&flag, &value()?)?,
             "-w" | "--workers" => config.workers = parse_count(&flag, &value()?)?,
+            "--trace" => trace::enable(),
             _ if arg.starts_with('-') => return Err(format!("unknown flag {arg}")),
             _ if config.app.is_empty() => config.app = arg,
             _ => return Err(format!("unexpected argument {arg}")),
@@ -126,8 +130,8 @@ fn main() -> ExitCode {
         }
     };
     // ANCHOR: bind
-    // One call does socket(2), bind(2) and listen(2). The kernel now queues incoming
-    // connections for us (the backlog) even while we are busy with another client.
+    // One call does socket(2), setsockopt(2) for SO_REUSEADDR, bind(2) and listen(2). The
+    // kernel now queues incoming connections for us (the backlog) even while we are busy.
     let listener = match TcpListener::bind(&config.bind) {
         Ok(listener) => listener,
         Err(e) => {
@@ -198,16 +202,20 @@ fn run_worker(listener: &TcpListener, config: &Config) -> ! {
             .iter()
             .any(|&s| s == libc::SIGTERM || s == libc::SIGINT)
         {
+            trace!("SIGTERM or SIGINT received: this worker stops");
             break;
         }
         if ready[0] {
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    trace!("worker took fd {} from {peer}", stream.as_raw_fd());
                     if let Err(e) = handle_connection(stream, config, &app) {
                         eprintln!("{peer}: {e}");
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {} // another worker won
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    trace!("another worker won the race for that connection");
+                }
                 Err(e) => {
                     eprintln!("accept failed: {e}");
                     thread::sleep(Duration::from_millis(100));
@@ -247,11 +255,15 @@ fn read_request(
     deadline: Instant,
 ) -> Result<Request, HttpError> {
     let (mut request, head_len) = read_head(stream, buf, deadline)?;
+    let (fd, method, target) = (stream.as_raw_fd(), &request.method, &request.target);
+    trace!("fd {fd}: head complete: {method} {target}, {head_len} bytes");
     // The empty line ends the head, not the request: a body may follow (RFC 9112 §6).
     let body_len = http::content_length(&request)?;
     while buf.len() < head_len + body_len {
+        trace!("fd {fd}: body {} of {body_len} bytes", buf.len() - head_len);
         read_more(stream, buf, deadline)?;
     }
+    trace!("fd {fd}: body {body_len} of {body_len} bytes");
     request.body = buf[head_len..head_len + body_len].to_vec();
     // Whatever follows belongs to the next request, so only this request's bytes go.
     buf.drain(..head_len + body_len);
@@ -270,7 +282,11 @@ fn read_head(
     loop {
         match http::parse_head(buf)? {
             Status::Complete(found) => return Ok(found),
-            Status::Partial => read_more(stream, buf, deadline)?,
+            Status::Partial => {
+                let (fd, buffered) = (stream.as_raw_fd(), buf.len());
+                trace!("fd {fd}: need more ({buffered} bytes buffered)");
+                read_more(stream, buf, deadline)?;
+            }
         }
     }
 }
@@ -294,6 +310,7 @@ fn read_more(
     match stream.read(&mut chunk) {
         Ok(0) => Err(HttpError::Closed),
         Ok(n) => {
+            trace!("fd {}: read {n} bytes", stream.as_raw_fd());
             buf.extend_from_slice(&chunk[..n]);
             Ok(())
         }
@@ -316,45 +333,17 @@ fn respond(
     app: &wsgi::App,
 ) -> io::Result<()> {
     let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
+    let fd = stream.as_raw_fd();
+    trace!("fd {fd}: calling the app");
     let response = app.call(request, peer, local);
+    let (status, body_len) = (&response.status, response.body.len());
+    trace!("fd {fd}: the app answered {status}, {body_len} bytes");
     // RFC 9110 §9.3.2: HEAD gets the headers GET would get, but no body.
     let head_only = request.method == "HEAD";
-    write_app_response(stream, &response, head_only, keep_alive)
+    // One write for head and body, as in step 02.
+    stream.write_all(&response.encode(head_only, keep_alive))
 }
 // ANCHOR_END: respond
-
-// ANCHOR: write-app-response
-/// Sends the app's status and headers, then its body, framed by us: Content-Length is the
-/// length of the buffered body, and `Connection` is our decision, not the app's. For HEAD
-/// the app's own headers go out unchanged (its Content-Length included) with no body.
-fn write_app_response(
-    stream: &mut TcpStream,
-    response: &wsgi::Response,
-    head_only: bool,
-    keep_alive: bool,
-) -> io::Result<()> {
-    let mut out = format!("HTTP/1.1 {}\r\n", response.status).into_bytes();
-    for (name, value) in &response.headers {
-        let framing = name.eq_ignore_ascii_case("content-length") && !head_only;
-        if framing || name.eq_ignore_ascii_case("connection") {
-            continue;
-        }
-        // PEP 3333: header names and values are latin-1 strings, one byte per character.
-        out.extend(name.chars().chain(": ".chars()).map(|c| c as u8));
-        out.extend(value.chars().chain("\r\n".chars()).map(|c| c as u8));
-    }
-    if !head_only {
-        out.extend(format!("Content-Length: {}\r\n", response.body.len()).bytes());
-    }
-    let connection = if keep_alive { "keep-alive" } else { "close" };
-    out.extend(format!("Connection: {connection}\r\n\r\n").bytes());
-    if !head_only {
-        out.extend_from_slice(&response.body);
-    }
-    // One write for head and body, as in step 02.
-    stream.write_all(&out)
-}
-// ANCHOR_END: write-app-response
 
 // ANCHOR: write-response
 /// Writes status line, headers, empty line and (unless `head_only`) the body, in one write.
@@ -378,7 +367,9 @@ fn write_response(
     if !head_only {
         response.push_str(body);
     }
-    stream.write_all(response.as_bytes())
+    stream.write_all(response.as_bytes())?;
+    trace!("fd {}: answered {status}, {connection}", stream.as_raw_fd());
+    Ok(())
 }
 // ANCHOR_END: write-response
 

@@ -133,3 +133,55 @@ fn workers_accept_from_the_shared_listener() {
     let (_, body) = exchange(&mut slow, "");
     assert_eq!(body, "slow done\n");
 }
+
+#[test]
+fn trace_narrates_the_master_a_worker_and_a_graceful_stop() {
+    let mut server = Server::fixture("trace", &["--trace", "-w", "1"]);
+    let mut client = server.connect();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut client, &mut reply).unwrap();
+    assert!(reply.ends_with("Hello, World!\n"), "{reply}");
+    let me = client.local_addr().unwrap();
+    let master = format!("[{}]", server.pid());
+    let lines = server.trace_lines(8);
+    assert_eq!(
+        lines[0],
+        format!("{master} master: 0 of 1 workers running, forking one")
+    );
+    let worker = lines[1]
+        .split(' ')
+        .next()
+        .expect("a [pid] prefix")
+        .to_string();
+    let fd = lines[1]
+        .strip_prefix(&format!("{worker} worker took fd "))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("second line {:?}", lines[1]));
+    let expected = [
+        format!("{worker} worker took fd {fd} from {me}"),
+        format!("{worker} fd {fd}: need more (0 bytes buffered)"),
+        format!("{worker} fd {fd}: read 27 bytes"),
+        format!("{worker} fd {fd}: head complete: GET /, 27 bytes"),
+        format!("{worker} fd {fd}: body 0 of 0 bytes"),
+        format!("{worker} fd {fd}: calling the app"),
+        format!("{worker} fd {fd}: the app answered 200 OK, 14 bytes"),
+    ];
+    assert_eq!(lines[1..], expected);
+    // The stop: the master's lines come before its kill(2), the worker's after.
+    send(server.pid(), libc::SIGTERM);
+    assert_eq!(
+        server.trace_lines(3),
+        [
+            format!("{master} master: SIGTERM or SIGINT received"),
+            format!("{worker} SIGTERM or SIGINT received: this worker stops"),
+            format!("{master} master: SIGCHLD received"),
+        ]
+    );
+    let status = wait_for("the master to exit", Duration::from_secs(10), || {
+        server.child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0));
+}

@@ -96,6 +96,24 @@ impl Server {
         stream
     }
 
+    /// The next `n` stderr lines that start with `trace: `, without that prefix; waits at
+    /// most 10 s in all. Other lines (logs, tracebacks) are skipped.
+    pub fn trace_lines(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut lines = Vec::new();
+        while lines.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => lines.extend(line.strip_prefix("trace: ").map(str::to_string)),
+                Err(_) => panic!(
+                    "only {} of {n} trace lines in 10 s: {lines:#?}",
+                    lines.len()
+                ),
+            }
+        }
+        lines
+    }
+
     /// Waits (at most `limit`) for a stderr line containing `text`, and returns it.
     pub fn log_line(&self, text: &str, limit: Duration) -> Option<String> {
         let deadline = Instant::now() + limit;

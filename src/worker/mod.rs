@@ -1,0 +1,410 @@
+//! A worker process: boot, signals, and the lifecycle of its threads.
+//!
+//! | module | concern |
+//! |---|---|
+//! | this one | booting (signals, interpreter, privileges, the app), stopping, the [`Worker`] |
+//! | [`serve`] | the event loop each thread runs: accept, read, call the app, park or close |
+//! | [`table`] | the parked connections, their epoll registrations, the ready queue |
+//! | [`lead`] | leader/followers for `--threads` above one |
+//!
+//! A connection's own state machine is `conn`, and everything that touches a client socket
+//! goes through `client`; the app is called through `wsgi`.
+//!
+//! Supervision: the worker writes a heartbeat into shared memory (see `arbiter` and
+//! `client::Pulse`). Its value is the start time of the oldest request still in the app, or now
+//! when none is, so one request stuck for longer than `--timeout` gets the worker replaced,
+//! like a silent sync worker in gunicorn. Stopping is graceful: no more accepting, in-flight
+//! requests finish (answered with `Connection: close`), and a retiring worker (HUP,
+//! `--max-requests`) answers each idle keep-alive connection's next request before closing it,
+//! so clients see no failed request.
+
+mod lead;
+mod serve;
+mod table;
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use pyo3::prelude::*;
+
+use crate::client::Pulse;
+use crate::config::Settings;
+use crate::conn::{Conn, Rules};
+use crate::http::Limits;
+use crate::log::AccessFormat;
+use crate::net::{ListenAddr, Listener};
+use crate::signals::{Signal, SignalPipe};
+use crate::sys::{self, Epoll, EventFd};
+use crate::wsgi::call::App;
+use crate::wsgi::interpreter;
+
+use lead::Leadership;
+use table::Table;
+
+/// epoll token of the signal pipe.
+const TOKEN_SIGNALS: u64 = 0;
+/// epoll token of the first listener; the others follow.
+const TOKEN_LISTENER0: u64 = 1;
+/// epoll token of the wake-up eventfd, just below the connections' tokens.
+const TOKEN_WAKE: u64 = table::TOKEN_CONN0 - 1;
+
+/// Heartbeat slot states, written by the worker and read by the arbiter.
+pub mod slot_state {
+    /// The app is loaded and the worker serves.
+    pub const BOOTED: u64 = 1;
+    /// The worker stopped accepting and will exit; the arbiter may start its replacement.
+    pub const RETIRING: u64 = 2;
+}
+
+/// What the worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Mode {
+    /// Accepting and serving.
+    Running = 0,
+    /// HUP or max-requests: no accepting; each kept-alive connection gets its next request
+    /// answered, then closes.
+    Retiring = 1,
+    /// TERM/INT: no accepting; idle connections close now, in-flight requests finish.
+    Stopping = 2,
+}
+
+/// Everything a worker is given by the arbiter.
+pub struct Setup<'a> {
+    /// The settings.
+    pub settings: &'a Settings,
+    /// The listening sockets, inherited across fork.
+    pub listeners: &'a [Listener],
+    /// This worker's heartbeat slot.
+    pub heartbeat: &'static AtomicU64,
+    /// This worker's state slot.
+    pub state: &'static AtomicU64,
+    /// The arbiter's pid: if our parent changes, the arbiter is gone and we exit.
+    pub ppid: sys::Pid,
+    /// The app, when `--preload` imported it before the fork.
+    pub preloaded: Option<Py<PyAny>>,
+    /// Requests before retiring (max-requests plus this worker's jitter); 0 = never.
+    pub max_requests: u64,
+    /// The signal mask to restore once the worker's handlers are in (the arbiter forks with
+    /// every signal blocked).
+    pub signal_mask: &'a sys::SignalMask,
+}
+
+/// State shared by the worker's threads.
+struct Worker<'a> {
+    setup: &'a Setup<'a>,
+    epoll: Epoll,
+    signals: SignalPipe,
+    /// Wakes the leader out of epoll_wait when another thread queues ready work.
+    wake: EventFd,
+    listeners: Vec<RawFd>,
+    /// Parked connections.
+    table: Table,
+    app: App,
+    /// What a connection needs to read requests.
+    rules: Rules,
+    /// How long one wait for a client to read our response may last (`--timeout`).
+    send_wait_ms: u64,
+    max_conns: usize,
+    mode: AtomicU8,
+    /// When a graceful stop must end (ms, monotonic); 0 = not stopping.
+    stop_deadline: AtomicU64,
+    requests: AtomicU64,
+    /// The heartbeat writer over the threads' busy slots.
+    pulse: Pulse,
+    next_sweep: AtomicU64,
+    /// Threads still running their loop.
+    running: AtomicUsize,
+    access: Option<AccessFormat>,
+    /// More than one thread: connections are registered EPOLLONESHOT, so the thread woken for
+    /// one owns it until it re-arms it. With one thread there is nobody to race with.
+    oneshot: bool,
+    /// The epoll events connections are registered with.
+    conn_events: u32,
+    /// While accept(2) fails for lack of descriptors or memory: when to try again (ms), else 0.
+    accept_paused_until: AtomicU64,
+    /// Per listener: whether accepted sockets come with TCP_NODELAY from it (checked once).
+    nodelay_inherited: Vec<OnceLock<bool>>,
+    /// Leader/followers coordination, with more than one thread.
+    lead: Option<Leadership>,
+}
+
+/// Runs a worker until it is told to stop; returns the exit status.
+pub fn run(setup: Setup<'_>) -> i32 {
+    let settings = setup.settings;
+    // The arbiter forked us with every signal blocked (see `arbiter::spawn_worker`): one sent
+    // to us now waits until our own pipe and handlers are in place.
+    let signals = SignalPipe::install(&[
+        Signal::Term,
+        Signal::Int,
+        Signal::Quit,
+        Signal::Hup,
+        Signal::Usr1,
+    ]);
+    for sig in [libc::SIGTTIN, libc::SIGTTOU, libc::SIGCHLD] {
+        let _ = sys::default_signal(sig);
+    }
+    let _ = sys::ignore_signal(libc::SIGPIPE);
+    sys::restore_signals(setup.signal_mask);
+    let signals = match signals {
+        Ok(s) => s,
+        Err(e) => {
+            crate::error!("Cannot install signal handlers: {e}");
+            return interpreter::WORKER_BOOT_ERROR;
+        }
+    };
+    // A panic is a bug in minigun: say so in the error log, once, where the operator looks.
+    // The request it happened in is answered 500 (see `wsgi::call`) or closed.
+    std::panic::set_hook(Box::new(|info| {
+        crate::error!("Internal error (a bug in minigun, please report it): {info}");
+    }));
+
+    // The interpreter starts with the arbiter's rights (its standard library may live where
+    // only they can read it, as under /root/.pyenv); the app is imported after the drop, as
+    // gunicorn imports it in the worker after set_owner_process.
+    if setup.preloaded.is_none() {
+        if let Err(e) = interpreter::start(settings) {
+            crate::error!("{e}");
+            return interpreter::WORKER_BOOT_ERROR;
+        }
+        // The loader's own modules, while the standard library is surely readable.
+        Python::attach(|py| {
+            for module in ["ast", "importlib", "traceback"] {
+                let _ = py.import(module);
+            }
+        });
+    }
+    if let Err(e) = drop_privileges(settings) {
+        crate::error!("{e}");
+        return interpreter::WORKER_BOOT_ERROR;
+    }
+
+    let addrs: Vec<ListenAddr> = setup.listeners.iter().map(|l| l.addr.clone()).collect();
+    let app = match &setup.preloaded {
+        Some(app) => Python::attach(|py| {
+            crate::wsgi::prepare_app(py, app.clone_ref(py), settings, &addrs)
+                .map_err(|e| interpreter::format_traceback(py, &e))
+        }),
+        None => Python::attach(|py| crate::wsgi::load(py, settings, &addrs)),
+    };
+    let app = match app {
+        Ok(app) => app,
+        Err(msg) => {
+            crate::log::write_raw(format!("{}\n", msg.trim_end()).as_bytes());
+            return interpreter::APP_LOAD_ERROR;
+        }
+    };
+
+    let worker = match Worker::new(&setup, signals, app) {
+        Ok(w) => w,
+        Err(e) => {
+            crate::error!("{e}");
+            return interpreter::WORKER_BOOT_ERROR;
+        }
+    };
+    setup.state.store(slot_state::BOOTED, Ordering::Release);
+    worker.pulse.beat();
+
+    let threads = settings.threads.max(1);
+    std::thread::scope(|scope| {
+        for id in 1..threads {
+            let w = &worker;
+            let spawned = std::thread::Builder::new()
+                .name(format!("minigun-{id}"))
+                .spawn_scoped(scope, move || w.thread_loop(id));
+            if let Err(e) = spawned {
+                crate::error!("Cannot start thread {id}: {e}");
+                worker.running.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        worker.thread_loop(0);
+    });
+    crate::info!("Worker exiting (pid: {})", sys::getpid());
+    // Give the app's atexit handlers their turn, as a Python process exiting normally would.
+    Python::attach(|py| {
+        let _ = py.run(
+            c"import atexit, sys\natexit._run_exitfuncs()\nsys.stdout.flush()\nsys.stderr.flush()",
+            None,
+            None,
+        );
+    });
+    0
+}
+
+/// Switches to `--user`/`--group`: groups first (supplementary ones included, or the worker
+/// would keep root's), then the user.
+fn drop_privileges(settings: &Settings) -> Result<(), String> {
+    if settings.user.is_none() && settings.group.is_none() {
+        return Ok(());
+    }
+    let gid = settings
+        .group
+        .or_else(|| settings.user.and_then(sys::primary_gid));
+    if let Some(gid) = gid {
+        sys::setgroups(&[gid])
+            .and_then(|()| sys::setgid(gid))
+            .map_err(|e| format!("Cannot switch to group {gid}: {e}"))?;
+    }
+    if let Some(uid) = settings.user {
+        sys::setuid(uid).map_err(|e| format!("Cannot switch to user {uid}: {e}"))?;
+    }
+    Ok(())
+}
+
+impl<'a> Worker<'a> {
+    /// Sets up the epoll set and the shared state of the threads.
+    fn new(setup: &'a Setup<'a>, signals: SignalPipe, app: App) -> Result<Worker<'a>, String> {
+        let settings = setup.settings;
+        let epoll = Epoll::new().map_err(|e| format!("Cannot create epoll: {e}"))?;
+        let mut listeners = Vec::new();
+        for l in setup.listeners {
+            let fd = l.as_raw_fd();
+            sys::set_nonblocking(fd, true)
+                .map_err(|e| format!("Cannot use listener {}: {e}", l.addr))?;
+            listeners.push(fd);
+        }
+        epoll
+            .add(signals.fd(), libc::EPOLLIN as u32, TOKEN_SIGNALS)
+            .map_err(|e| format!("Cannot watch the signal pipe: {e}"))?;
+        let wake = EventFd::new().map_err(|e| format!("Cannot create an eventfd: {e}"))?;
+        epoll
+            .add(wake.fd(), libc::EPOLLIN as u32, TOKEN_WAKE)
+            .map_err(|e| format!("Cannot watch the eventfd: {e}"))?;
+        let threads = settings.threads.max(1);
+        let busy: &'static [AtomicU64] =
+            Box::leak((0..threads).map(|_| AtomicU64::new(0)).collect());
+        let timeout_ms = settings.timeout_ms().unwrap_or(30_000);
+        let worker = Worker {
+            setup,
+            epoll,
+            signals,
+            wake,
+            listeners,
+            table: Table::default(),
+            app,
+            rules: Rules {
+                limits: Limits {
+                    request_line: settings.limit_request_line,
+                    fields: settings.limit_request_fields,
+                    field_size: settings.limit_request_field_size,
+                    body: settings.limit_request_body,
+                },
+                request_ms: timeout_ms,
+                keepalive_ms: settings.keepalive.saturating_mul(1000),
+            },
+            send_wait_ms: timeout_ms,
+            max_conns: settings.worker_connections,
+            mode: AtomicU8::new(Mode::Running as u8),
+            stop_deadline: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            pulse: Pulse::new(busy, setup.heartbeat),
+            next_sweep: AtomicU64::new(0),
+            running: AtomicUsize::new(threads),
+            access: settings
+                .accesslog
+                .as_ref()
+                .map(|_| AccessFormat::compile(&settings.access_log_format)),
+            oneshot: threads > 1,
+            conn_events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32
+                | if threads > 1 {
+                    libc::EPOLLONESHOT as u32
+                } else {
+                    0
+                },
+            accept_paused_until: AtomicU64::new(0),
+            nodelay_inherited: setup.listeners.iter().map(|_| OnceLock::new()).collect(),
+            lead: (threads > 1).then(Leadership::new),
+        };
+        worker
+            .watch_listeners()
+            .map_err(|e| format!("Cannot watch the listeners: {e}"))?;
+        Ok(worker)
+    }
+
+    fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::Acquire) {
+            0 => Mode::Running,
+            1 => Mode::Retiring,
+            _ => Mode::Stopping,
+        }
+    }
+
+    /// Adds the listeners to the epoll set. EPOLLEXCLUSIVE: of all the workers waiting on one
+    /// socket, the kernel wakes one, not all of them.
+    fn watch_listeners(&self) -> io::Result<()> {
+        for (i, &fd) in self.listeners.iter().enumerate() {
+            let events = (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32;
+            self.epoll.add(fd, events, TOKEN_LISTENER0 + i as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Stops watching the listeners.
+    fn unwatch_listeners(&self) {
+        for &fd in &self.listeners {
+            let _ = self.epoll.delete(fd);
+        }
+    }
+
+    /// Stops accepting and switches to `mode`.
+    fn begin_stop(&self, mode: Mode) {
+        // The deadline first: a thread that sees the new mode must also see when the stop
+        // ends, or it would take "no deadline yet" for "past the deadline" and leave.
+        let graceful = self.setup.settings.graceful_timeout.saturating_mul(1000);
+        let _ = self.stop_deadline.compare_exchange(
+            0,
+            sys::monotonic_ms() + graceful,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+        let prev = self.mode.fetch_max(mode as u8, Ordering::AcqRel);
+        if prev >= mode as u8 {
+            return;
+        }
+        if prev == Mode::Running as u8 {
+            self.unwatch_listeners();
+            self.setup
+                .state
+                .store(slot_state::BOOTED | slot_state::RETIRING, Ordering::Release);
+        }
+        if mode == Mode::Stopping {
+            self.close_idle();
+        }
+    }
+
+    /// Closes every parked connection that is between requests. One whose next request has
+    /// begun to arrive (bytes wait in its socket) is not idle: it stays, and is served.
+    fn close_idle(&self) {
+        let idle = |c: &Conn| c.is_idle() && sys::bytes_waiting(c.fd.as_raw_fd()) == 0;
+        for conn in self.table.take_where(idle) {
+            table::close(conn, &self.epoll);
+        }
+    }
+
+    /// True once a stopping worker has no connections left, or its graceful time is up.
+    fn finished(&self) -> bool {
+        if self.mode() == Mode::Running {
+            return false;
+        }
+        let deadline = self.stop_deadline.load(Ordering::Acquire);
+        self.table.open() == 0 || (deadline != 0 && sys::monotonic_ms() >= deadline)
+    }
+
+    fn handle_signals(&self) {
+        for sig in self.signals.drain() {
+            crate::debug!("Worker {} handling signal: {}", sys::getpid(), sig.name());
+            match sig {
+                Signal::Term | Signal::Int => self.begin_stop(Mode::Stopping),
+                Signal::Hup => self.begin_stop(Mode::Retiring),
+                Signal::Quit => {
+                    crate::info!("Worker exiting (pid: {})", sys::getpid());
+                    sys::exit_now(0);
+                }
+                Signal::Usr1 => crate::log::reopen(),
+                _ => {}
+            }
+        }
+    }
+}

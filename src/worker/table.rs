@@ -1,0 +1,204 @@
+//! The worker's table of connections that wait: parked in a slab, indexed by epoll token.
+//!
+//! A connection is either held by the one thread serving it, or parked here. Parking and
+//! arming its epoll registration happen under the table's one lock: once the lock is
+//! released, the connection is both findable and armed, so the thread woken for it finds it,
+//! and the sweeper can never close a descriptor that a parking thread is about to arm.
+//! A token carries the slot's generation, so an event for a connection that has since been
+//! closed (and its slot reused) is recognised and dropped.
+//!
+//! Connections that have work without the socket having anything new — requests pipelined
+//! behind the ones just served, left for later so one client cannot monopolise a thread —
+//! are parked and their tokens put on the ready queue, which the event loop serves after
+//! each wait as if epoll had reported them.
+
+use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::conn::Conn;
+use crate::sys::Epoll;
+
+/// epoll tokens from here on are connections; below are the signal pipe and the listeners.
+pub const TOKEN_CONN0: u64 = 1 << 16;
+
+/// The token of slot `idx` in generation `gen`.
+pub fn token(idx: usize, gen: u32) -> u64 {
+    TOKEN_CONN0 + ((u64::from(gen) << 32) | idx as u64)
+}
+
+fn untoken(token: u64) -> (usize, u32) {
+    let t = token - TOKEN_CONN0;
+    ((t & 0xffff_ffff) as usize, (t >> 32) as u32)
+}
+
+#[derive(Default)]
+struct Slot {
+    gen: u32,
+    /// The slot belongs to an open connection (parked here or held by a thread).
+    used: bool,
+    conn: Option<Box<Conn>>,
+}
+
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    /// Connections open: parked or being served.
+    open: usize,
+}
+
+impl Slab {
+    fn release(&mut self, idx: usize) {
+        if let Some(slot) = self.slots.get_mut(idx) {
+            if slot.used {
+                slot.used = false;
+                slot.conn = None;
+                self.free.push(idx);
+                self.open -= 1;
+            }
+        }
+    }
+}
+
+/// A connection taken out of the table, with the slot it keeps while it is served.
+pub struct Held {
+    /// The connection.
+    pub conn: Box<Conn>,
+    /// Its slot.
+    pub idx: usize,
+    /// The slot's generation.
+    pub gen: u32,
+}
+
+/// The table itself.
+#[derive(Default)]
+pub struct Table {
+    slab: Mutex<Slab>,
+    ready: Mutex<VecDeque<u64>>,
+}
+
+impl Table {
+    fn slab(&self) -> MutexGuard<'_, Slab> {
+        // A panic while the lock was held cannot leave the slab half-updated: every change
+        // is a few field stores with no calls in between.
+        self.slab.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Connections open (parked or being served).
+    pub fn open(&self) -> usize {
+        self.slab().open
+    }
+
+    /// Gives a new connection a slot, held by the caller.
+    pub fn insert(&self, conn: Box<Conn>) -> Held {
+        let mut slab = self.slab();
+        let idx = slab.free.pop().unwrap_or_else(|| {
+            slab.slots.push(Slot::default());
+            slab.slots.len() - 1
+        });
+        slab.open += 1;
+        let slot = &mut slab.slots[idx];
+        slot.gen = slot.gen.wrapping_add(1);
+        slot.used = true;
+        let gen = slot.gen;
+        Held { conn, idx, gen }
+    }
+
+    /// Takes the connection parked under `token`, if it is still there.
+    pub fn take(&self, token: u64) -> Option<Held> {
+        let (idx, gen) = untoken(token);
+        let mut slab = self.slab();
+        match slab.slots.get_mut(idx) {
+            Some(slot) if slot.used && slot.gen == gen => {
+                let conn = slot.conn.take()?;
+                Some(Held { conn, idx, gen })
+            }
+            _ => None,
+        }
+    }
+
+    /// Parks a held connection and arms its registration for `events`, both under the lock.
+    /// A first park adds the descriptor; later ones re-arm it only when `oneshot` (a
+    /// level-triggered registration stays armed). When arming fails the connection is handed
+    /// back, to be closed.
+    pub fn park(
+        &self,
+        held: Held,
+        epoll: &Epoll,
+        events: u32,
+        oneshot: bool,
+    ) -> Result<(), Box<Conn>> {
+        let Held { mut conn, idx, gen } = held;
+        let mut slab = self.slab();
+        let fd = conn.fd.as_raw_fd();
+        let armed = if !conn.registered {
+            epoll.add(fd, events, token(idx, gen))
+        } else if oneshot {
+            epoll.modify(fd, events, token(idx, gen))
+        } else {
+            Ok(())
+        };
+        if armed.is_err() {
+            slab.release(idx);
+            return Err(conn);
+        }
+        conn.registered = true;
+        slab.slots[idx].conn = Some(conn);
+        Ok(())
+    }
+
+    /// Frees the slot of a connection that is being closed by its holder.
+    pub fn release(&self, idx: usize) {
+        self.slab().release(idx);
+    }
+
+    /// Takes out every parked connection `pick` chooses, freeing their slots; the caller
+    /// closes them. (The boxes are the slab's own, handed over as they are.)
+    #[allow(clippy::vec_box)]
+    pub fn take_where(&self, mut pick: impl FnMut(&Conn) -> bool) -> Vec<Box<Conn>> {
+        let mut slab = self.slab();
+        let mut out = Vec::new();
+        for idx in 0..slab.slots.len() {
+            if slab.slots[idx].conn.as_deref().is_some_and(&mut pick) {
+                out.extend(slab.slots[idx].conn.take());
+                slab.release(idx);
+            }
+        }
+        out
+    }
+
+    /// Puts a parked connection's token on the ready queue.
+    pub fn push_ready(&self, token: u64) {
+        self.ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(token);
+    }
+
+    /// True when some parked connection has work waiting.
+    pub fn has_ready(&self) -> bool {
+        !self
+            .ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Takes the tokens queued so far; the ones queued while they are served wait for the next
+    /// round, after the next look at the sockets.
+    pub fn take_ready(&self) -> VecDeque<u64> {
+        std::mem::take(&mut *self.ready.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Closes a connection: out of the epoll set first. Closing our descriptor alone does not
+/// remove the registration when another process (a child the app forked) holds a copy of the
+/// socket, and a registration left behind keeps reporting events for a token nobody owns,
+/// which would make the worker spin.
+pub fn close(conn: Box<Conn>, epoll: &Epoll) {
+    if conn.registered {
+        let _ = epoll.delete(conn.fd.as_raw_fd());
+    }
+    drop(conn);
+}

@@ -1,0 +1,539 @@
+//! Step 05: step 04's thread pool, now answering with a Python WSGI app.
+//!
+//! `step05-wsgi module:app` starts CPython inside this process (`sys.rs`), imports the app
+//! and, for every request, builds the PEP 3333 environ, calls the app and sends what it
+//! returns (`wsgi.rs`). The HTTP side, in this file and `http.rs`, is step 04's; only
+//! `respond` changed. Chapter 5 of the book walks through it.
+//!
+//! Left out on purpose:
+//! - All threads share one interpreter, and the GIL lets only one of them run Python at a
+//!   time. Step 06 gives each connection a process of its own; step 07 a fixed set of them.
+//! - The body is read whole before the app runs, and the app's answer is buffered whole and
+//!   sent with Content-Length. minigun streams both ways (`wsgi/` input, `http/response.rs`).
+//! - Shutdown: Ctrl+C kills the process mid-request. Step 07 stops gracefully.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+#[macro_use]
+mod trace;
+mod http;
+mod sys;
+mod wsgi;
+
+use http::{HttpError, Request, Status};
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// What `--help` prints.
+const USAGE: &str = "\
+step05-wsgi: serve a Python WSGI app from step 04's pool of threads, which share one
+interpreter. Connections beyond --worker-connections get 503 instead of waiting.
+
+Usage: step05-wsgi [-b HOST:PORT] [-t SECS] [--threads N] [--worker-connections N]
+                   [--keep-alive SECS] MODULE:APP
+
+Arguments:
+  MODULE:APP                the WSGI callable to serve, e.g. hello:app, imported from the
+                            current directory (or the virtualenv named by $VIRTUAL_ENV)
+Options:
+  -b, --bind HOST:PORT      address to listen on (default 127.0.0.1:8000; port 0 picks one)
+  -t, --timeout SECS        time a client has to send a whole request (default 30)
+      --threads N           threads serving connections (default 4)
+      --worker-connections N
+                            connections held at once, served or queued (default 64)
+      --keep-alive SECS     how long an idle connection may wait for its next request
+                            (default 2)
+      --trace               narrate each accept, queue, read, parse and answer on stderr
+  -h, --help            print this help and exit
+";
+
+/// Settings taken from the command line.
+#[derive(Clone)]
+struct Config {
+    /// Where to listen, as `HOST:PORT`.
+    bind: String,
+    /// How long a client may take to send one whole request before it gets 408.
+    timeout: Duration,
+    /// How many threads serve connections.
+    threads: usize,
+    /// How many connections we hold at once, being served or queued; more get 503.
+    worker_connections: usize,
+    /// How long a thread waits for the next request on an idle connection.
+    keep_alive: Duration,
+    /// The WSGI callable to load, as `module:attribute`.
+    app: String,
+}
+
+// ANCHOR: parse-args
+/// Reads the flags and `MODULE:APP`. `Ok(None)` means `--help` was asked for; `Err` is a one-line message.
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Config>, String> {
+    let mut config = Config {
+        bind: "127.0.0.1:8000".to_string(),
+        timeout: Duration::from_secs(30),
+        threads: 4,
+        worker_connections: 64,
+        keep_alive: Duration::from_secs(2),
+        app: String::new(),
+    };
+    while let Some(arg) = args.next() {
+        // Both `--bind ADDR` and `--bind=ADDR` are accepted, as gunicorn does.
+        let (flag, mut inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value)),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || match inline.take() {
+            Some(value) => Ok(value.to_string()),
+            None => args.next().ok_or(format!("{flag} needs a value")),
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "-b" | "--bind" => config.bind = value()?,
+            "-t" | "--timeout" => config.timeout = parse_seconds(&flag, &value()?)?,
+            "--threads" => config.threads = parse_count(&flag, &value()?)?,
+            "--worker-connections" => config.worker_connections = parse_count(&flag, &value()?)?,
+            "--keep-alive" => config.keep_alive = parse_seconds(&flag, &value()?)?,
+            "--trace" => trace::enable(),
+            _ if arg.starts_with('-') => return Err(format!("unknown flag {arg}")),
+            _ if config.app.is_empty() => config.app = arg,
+            _ => return Err(format!("unexpected argument {arg}")),
+        }
+    }
+    if config.app.is_empty() {
+        return Err("missing MODULE:APP, e.g. hello:app".to_string());
+    }
+    if config.worker_connections < config.threads {
+        return Err("--worker-connections must be at least --threads".to_string());
+    }
+    Ok(Some(config))
+}
+// ANCHOR_END: parse-args
+
+/// Reads a positive whole number such as `4`.
+fn parse_count(flag: &str, value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "{flag} needs a positive whole number, not {value:?}"
+        )),
+    }
+}
+
+/// Reads a positive number of seconds such as `30` or `0.25`.
+fn parse_seconds(flag: &str, value: &str) -> Result<Duration, String> {
+    match value.parse::<f64>().ok().map(Duration::try_from_secs_f64) {
+        Some(Ok(duration)) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!(
+            "{flag} needs a positive number of seconds, not {value:?}"
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let config = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("error: {message} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    // ANCHOR: bind
+    // One call does socket(2), setsockopt(2) for SO_REUSEADDR, bind(2) and listen(2). The
+    // kernel now queues incoming connections for us (the backlog) even while we are busy.
+    let listener = match TcpListener::bind(&config.bind) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", config.bind);
+            return ExitCode::FAILURE;
+        }
+    };
+    // With port 0 the kernel picked the port, so ask the socket which one it got.
+    match listener.local_addr() {
+        Ok(addr) => println!("Listening on http://{addr}"),
+        Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
+    }
+    // Tests and scripts read that line through a pipe, where stdout is not flushed by itself.
+    let _ = io::stdout().flush();
+    // ANCHOR_END: bind
+    // ANCHOR: load-app
+    // Python starts here, once, before the pool: every thread will share this interpreter.
+    let app = match wsgi::App::load(&config.app) {
+        Ok(app) => Arc::new(app),
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(4); // gunicorn's APP_LOAD_ERROR
+        }
+    };
+    // ANCHOR_END: load-app
+    let queue = match start_workers(&config, &app) {
+        Ok(queue) => queue,
+        Err(e) => {
+            eprintln!("error: cannot start {} threads: {e}", config.threads);
+            return ExitCode::FAILURE;
+        }
+    };
+    serve(&listener, &queue)
+}
+
+// ANCHOR: accept-loop
+/// Accepts clients forever and queues them for the workers. The loop itself never reads
+/// or writes a request, so it is back in `accept` within microseconds.
+fn serve(listener: &TcpListener, queue: &Queue) -> ! {
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                trace!("accepted fd {} from {peer}", stream.as_raw_fd());
+                // Full means every slot is taken: say so now rather than make the client wait
+                // behind a line it cannot see (and that we could not bound).
+                if let Err(stream) = queue.push(stream) {
+                    eprintln!("{peer}: {} connections held, answering 503", queue.limit);
+                    reject(stream);
+                }
+            }
+            Err(e) => {
+                // Usually "too many open files". Retrying at once would spin the CPU, so back
+                // off a little; the waiting clients stay queued in the backlog meanwhile.
+                eprintln!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+// ANCHOR_END: accept-loop
+
+/// How long we keep reading (and dropping) after an error reply, see [`write_error`].
+const LINGER: Duration = Duration::from_secs(1);
+
+// ANCHOR: queue
+/// The connections accepted and not yet finished, shared by the accept loop and the workers.
+struct Queue {
+    /// The waiting connections and the count of those being served, under one lock so the
+    /// bound is checked against a consistent picture.
+    state: Mutex<QueueState>,
+    /// Wakes one sleeping worker when a connection is pushed.
+    ready: Condvar,
+    /// `--worker-connections`: most connections waiting plus being served.
+    limit: usize,
+}
+
+/// What [`Queue::state`] guards.
+struct QueueState {
+    /// Accepted connections no thread has taken yet, oldest first.
+    waiting: VecDeque<TcpStream>,
+    /// Connections a thread is serving right now.
+    busy: usize,
+}
+
+impl Queue {
+    /// Adds a connection, or hands it back when `limit` connections are already held.
+    fn push(&self, stream: TcpStream) -> Result<(), TcpStream> {
+        let mut state = self.lock();
+        if state.waiting.len() + state.busy >= self.limit {
+            return Err(stream);
+        }
+        let fd = stream.as_raw_fd();
+        state.waiting.push_back(stream);
+        let (waiting, busy) = (state.waiting.len(), state.busy);
+        // Traced under the lock, so this line always comes before the worker's "picked up".
+        trace!("fd {fd}: queued ({waiting} waiting, {busy} busy)");
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Blocks until a connection waits, then takes it. Call [`Queue::done`] when finished.
+    fn pop(&self) -> TcpStream {
+        let mut state = self.lock();
+        loop {
+            if let Some(stream) = state.waiting.pop_front() {
+                state.busy += 1;
+                return stream;
+            }
+            // Releases the lock while asleep; wakes on notify_one (or spuriously, hence loop).
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Frees the slot of a connection taken with [`Queue::pop`].
+    fn done(&self) {
+        self.lock().busy -= 1;
+    }
+
+    /// Locks the state. A thread that panicked while holding the lock cannot have left it
+    /// half-changed (each change above is one call), so a poisoned lock is still usable.
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+// ANCHOR_END: queue
+
+// ANCHOR: start-workers
+/// Starts the pool: `config.threads` threads, each serving one connection at a time from
+/// the queue it returns. They are spawned once, up front, not per connection.
+fn start_workers(config: &Config, app: &Arc<wsgi::App>) -> io::Result<Arc<Queue>> {
+    let queue = Arc::new(Queue {
+        state: Mutex::new(QueueState {
+            waiting: VecDeque::new(),
+            busy: 0,
+        }),
+        ready: Condvar::new(),
+        limit: config.worker_connections,
+    });
+    for i in 0..config.threads {
+        let (queue, config, app) = (Arc::clone(&queue), config.clone(), Arc::clone(app));
+        thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || loop {
+                let stream = queue.pop();
+                let (peer, fd) = (stream.peer_addr(), stream.as_raw_fd());
+                let me = thread::current();
+                let name = me.name().unwrap_or("?");
+                trace!("fd {fd}: picked up by thread {name}");
+                // A failing client ends only its own connection, never the thread.
+                if let Err(e) = handle_connection(stream, &config, &app) {
+                    eprintln!("{peer:?}: {e}");
+                }
+                queue.done();
+                trace!("fd {fd}: closed; thread {name} is free");
+            })?;
+    }
+    Ok(queue)
+}
+// ANCHOR_END: start-workers
+
+// ANCHOR: handle-connection
+/// Serves requests on one connection until the client or HTTP says it is over.
+fn handle_connection(mut stream: TcpStream, config: &Config, app: &wsgi::App) -> io::Result<()> {
+    let mut buf = Vec::new();
+    let mut first = true;
+    loop {
+        // Between requests the client owes us nothing, so no 408: wait up to --keep-alive
+        // for its next request and hang up quietly if none comes. Bytes already in `buf`
+        // (a pipelined request) need no wait.
+        if !first && buf.is_empty() && !wait_for_next_request(&stream, config.keep_alive)? {
+            return Ok(());
+        }
+        first = false;
+        let deadline = Instant::now() + config.timeout;
+        match read_request(&mut stream, &mut buf, deadline) {
+            Ok(request) => {
+                let keep_alive = wants_keep_alive(&request);
+                respond(&mut stream, &request, keep_alive, app)?;
+                if !keep_alive {
+                    return Ok(());
+                }
+            }
+            Err(HttpError::Closed) => return Ok(()), // nobody left to answer
+            Err(HttpError::Io(e)) => return Err(e),
+            Err(error) => return write_error(stream, &error),
+        }
+    }
+}
+// ANCHOR_END: handle-connection
+
+// ANCHOR: keep-alive
+/// RFC 9112 §9.3: an HTTP/1.1 connection persists unless a side sends `Connection: close`;
+/// an HTTP/1.0 one only when the client sends `Connection: keep-alive`.
+fn wants_keep_alive(request: &Request) -> bool {
+    let says = |option: &str| {
+        let connection = request.header("connection").unwrap_or("");
+        connection
+            .split(',')
+            .any(|o| o.trim().eq_ignore_ascii_case(option))
+    };
+    match request.minor_version {
+        1 => !says("close"),
+        _ => says("keep-alive"),
+    }
+}
+
+/// Waits up to `idle` for the first byte of another request; `false` if none came.
+fn wait_for_next_request(stream: &TcpStream, idle: Duration) -> io::Result<bool> {
+    stream.set_read_timeout(Some(idle))?;
+    let fd = stream.as_raw_fd();
+    trace!("fd {fd}: waiting up to {idle:?} for a next request");
+    // peek looks without taking, so read_request still sees the byte.
+    let (next, why) = match stream.peek(&mut [0u8; 1]) {
+        Ok(0) => (false, "the client closed"),
+        Ok(_) => (true, "a next request is coming"),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            (false, "none came")
+        }
+        Err(e) => return Err(e),
+    };
+    trace!("fd {fd}: {why}");
+    Ok(next)
+}
+// ANCHOR_END: keep-alive
+
+// ANCHOR: read-request
+/// Reads one whole request (head, then body) from `stream`, using `buf` for bytes read but
+/// not yet used. Fails with [`HttpError::Timeout`] once `deadline` has passed.
+fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<Request, HttpError> {
+    let (mut request, head_len) = read_head(stream, buf, deadline)?;
+    let (fd, method, target) = (stream.as_raw_fd(), &request.method, &request.target);
+    trace!("fd {fd}: head complete: {method} {target}, {head_len} bytes");
+    // The empty line ends the head, not the request: a body may follow (RFC 9112 §6).
+    let body_len = http::content_length(&request)?;
+    while buf.len() < head_len + body_len {
+        trace!("fd {fd}: body {} of {body_len} bytes", buf.len() - head_len);
+        read_more(stream, buf, deadline)?;
+    }
+    trace!("fd {fd}: body {body_len} of {body_len} bytes");
+    request.body = buf[head_len..head_len + body_len].to_vec();
+    // Whatever follows belongs to the next request, so only this request's bytes go.
+    buf.drain(..head_len + body_len);
+    Ok(request)
+}
+// ANCHOR_END: read-request
+
+// ANCHOR: read-head
+/// Asks the parser about the bytes so far, and reads more for as long as it says `Partial`.
+/// Returns the request (without its body yet) and the length of its head in `buf`.
+fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(Request, usize), HttpError> {
+    loop {
+        match http::parse_head(buf)? {
+            Status::Complete(found) => return Ok(found),
+            Status::Partial => {
+                let (fd, buffered) = (stream.as_raw_fd(), buf.len());
+                trace!("fd {fd}: need more ({buffered} bytes buffered)");
+                read_more(stream, buf, deadline)?;
+            }
+        }
+    }
+}
+// ANCHOR_END: read-head
+
+// ANCHOR: read-more
+/// Appends whatever one `read` brings to `buf`, waiting no later than `deadline`.
+fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(), HttpError> {
+    // One deadline for the whole request rather than a fresh timeout per read: otherwise a
+    // client sending a byte every few seconds could hold us forever ("slowloris").
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(HttpError::Timeout);
+    }
+    stream.set_read_timeout(Some(left))?;
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk) {
+        Ok(0) => Err(HttpError::Closed),
+        Ok(n) => {
+            trace!("fd {}: read {n} bytes", stream.as_raw_fd());
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(())
+        }
+        // A read timeout shows up as WouldBlock on Unix and TimedOut on Windows.
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Err(HttpError::Timeout)
+        }
+        Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()), // a signal; just try again
+        Err(e) => Err(e.into()),
+    }
+}
+// ANCHOR_END: read-more
+
+// ANCHOR: respond
+/// Answers a request with whatever the WSGI app makes of it.
+fn respond(
+    stream: &mut TcpStream,
+    request: &Request,
+    keep_alive: bool,
+    app: &wsgi::App,
+) -> io::Result<()> {
+    let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
+    let fd = stream.as_raw_fd();
+    trace!("fd {fd}: calling the app");
+    let response = app.call(request, peer, local);
+    let (status, body_len) = (&response.status, response.body.len());
+    trace!("fd {fd}: the app answered {status}, {body_len} bytes");
+    // RFC 9110 §9.3.2: HEAD gets the headers GET would get, but no body.
+    let head_only = request.method == "HEAD";
+    // One write for head and body, as in step 02.
+    stream.write_all(&response.encode(head_only, keep_alive))
+}
+// ANCHOR_END: respond
+
+// ANCHOR: write-response
+/// Writes status line, headers, empty line and (unless `head_only`) the body, in one write.
+/// The `Connection` header tells the client whether it may send another request.
+fn write_response(
+    stream: &mut TcpStream,
+    status: &str,
+    body: &str,
+    head_only: bool,
+    keep_alive: bool,
+) -> io::Result<()> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\n\
+         Connection: {connection}\r\n\
+         \r\n",
+        body.len()
+    );
+    if !head_only {
+        response.push_str(body);
+    }
+    stream.write_all(response.as_bytes())?;
+    trace!("fd {}: answered {status}, {connection}", stream.as_raw_fd());
+    Ok(())
+}
+// ANCHOR_END: write-response
+
+// ANCHOR: write-error
+/// Tells the client why its request failed, then closes without destroying that answer.
+fn write_error(mut stream: TcpStream, error: &HttpError) -> io::Result<()> {
+    let (status, reason) = error.reply();
+    write_response(&mut stream, status, &format!("{reason}\n"), false, false)?;
+    // Closing while the client's bytes sit unread in our receive buffer makes the kernel send
+    // a reset (RST), and a reset can wipe our answer before the client reads it (RFC 9112
+    // §9.6). So shut our sending side first, then read and drop what still comes, briefly.
+    stream.shutdown(Shutdown::Write)?;
+    let (until, mut sink) = (Instant::now() + LINGER, Vec::new());
+    while read_more(&mut stream, &mut sink, until).is_ok() {
+        sink.clear(); // stops at the client's close, an error, or `until`
+    }
+    Ok(())
+}
+// ANCHOR_END: write-error
+
+// ANCHOR: reject
+/// Answers 503 and closes, without ever blocking the accept loop that calls it.
+fn reject(mut stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let body = "all connections are busy, try again\n";
+    let _ = write_response(&mut stream, "503 Service Unavailable", body, false, false);
+    // As in write_error: take in what the client already sent, so that the close is a FIN
+    // and not a reset. Non-blocking, and at most 16 reads, so a flood cannot stall us here.
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!(stream.read(&mut sink), Ok(1..)) {
+            break;
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+}
+// ANCHOR_END: reject
