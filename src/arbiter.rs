@@ -18,13 +18,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
+use crate::board::{self, Board};
 use crate::config::Settings;
+use crate::log::AccessFormat;
 use crate::net::{self, Listener};
 use crate::notify::Notifier;
 use crate::signals::{Signal, SignalPipe};
 use crate::sys::{self, Exit, Fork, Pid, SharedSlots};
 use crate::worker::{self, slot_state};
+use crate::wsgi::hooks::Hooks;
 use crate::wsgi::interpreter::{self, APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 
 /// Worker slots in the shared heartbeat page: the most workers that can exist at once,
@@ -42,6 +46,9 @@ struct WorkerInfo {
     stopping: bool,
     /// We killed it (timeout): its SIGKILL is no news.
     killed: bool,
+    /// When we told it it had timed out (tracebacks asked, `worker_abort` run); SIGKILL
+    /// follows if it is still there a second later.
+    timed_out_at: Option<u64>,
 }
 
 /// Why the arbiter stops.
@@ -60,11 +67,18 @@ pub struct Arbiter {
     /// Leaked on purpose: the page lives as long as the process, and workers keep `'static`
     /// references to their slots.
     slots: &'static SharedSlots,
+    /// Per worker slot, what each of its threads has in the app (see `board`).
+    boards: &'static SharedSlots,
+    /// The access-log format, for the lines of timed-out requests.
+    access: Option<AccessFormat>,
     workers: HashMap<Pid, WorkerInfo>,
     desired: usize,
     next_age: u64,
     signals: SignalPipe,
     preloaded: Option<Py<PyAny>>,
+    /// The config file's hooks, when the master has an interpreter (`--preload`, or hooks that
+    /// run here); the workers then fork from it and inherit them.
+    hooks: Option<Hooks>,
     /// Some worker has booted at least once: boot failures from now on are retried.
     ever_booted: bool,
     /// Consecutive workers that died before booting, for the back-off.
@@ -100,8 +114,46 @@ pub fn run(settings: Settings) -> i32 {
             return 1;
         }
     }
+    if settings.check_config {
+        return check_config(&settings);
+    }
     crate::info!("Starting minigun {}", env!("CARGO_PKG_VERSION"));
     let _ = sys::ignore_signal(libc::SIGPIPE);
+    // The master needs an interpreter only to import the app before forking (--preload) or to
+    // call hooks that run here. Then the config file runs here, as gunicorn runs it, and the
+    // workers inherit what it did through fork; otherwise each worker runs it.
+    let hooks = if settings.preload_app || settings.has_master_hooks() {
+        crate::debug!(
+            "Starting Python in the master for {}",
+            if settings.preload_app {
+                "--preload".to_owned()
+            } else {
+                format!("the hooks {}", settings.hooks.join(", "))
+            }
+        );
+        match start_master_python(&settings) {
+            Ok(h) => Some(h),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
+    let preloaded = if settings.preload_app {
+        match preload(&settings) {
+            Ok(app) => Some(app),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
+    if let Some(h) = &hooks {
+        let started = Python::attach(|py| h.call(py, "on_starting", (h.server.bind(py),)));
+        if !started {
+            crate::info!("Shutting down: Master");
+            crate::info!("Reason: the on_starting hook failed.");
+            return 1;
+        }
+    }
     match sys::raise_open_files_limit() {
         Ok(n) => crate::debug!("Open files limit: {n}"),
         Err(e) => crate::warning!("Cannot raise the open files limit: {e}"),
@@ -149,6 +201,13 @@ pub fn run(settings: Settings) -> i32 {
             return 1;
         }
     };
+    let boards: &'static SharedSlots = match SharedSlots::new(MAX_SLOTS * board::SLOT_WORDS) {
+        Ok(s) => Box::leak(Box::new(s)),
+        Err(e) => {
+            crate::error!("Cannot map the request boards: {e}");
+            return 1;
+        }
+    };
     let signals = match SignalPipe::install(&Signal::ALL) {
         Ok(s) => s,
         Err(e) => {
@@ -157,14 +216,17 @@ pub fn run(settings: Settings) -> i32 {
         }
     };
 
-    let preloaded = if settings.preload_app {
-        match preload(&settings) {
-            Ok(app) => Some(app),
-            Err(code) => return code,
-        }
-    } else {
-        None
-    };
+    if let Some(h) = &hooks {
+        Python::attach(|py| {
+            let server = h.server.bind(py);
+            h.call(py, "when_ready", (server,));
+            h.call(
+                py,
+                "nworkers_changed",
+                (server, settings.workers, py.None()),
+            );
+        });
+    }
 
     if let Some(path) = &settings.pidfile {
         if let Err(e) = std::fs::write(path, format!("{}\n", sys::getpid())) {
@@ -174,15 +236,22 @@ pub fn run(settings: Settings) -> i32 {
     }
 
     let desired = settings.workers;
+    let access = settings
+        .accesslog
+        .as_ref()
+        .map(|_| AccessFormat::compile(&settings.access_log_format));
     let mut arbiter = Arbiter {
         settings,
         listeners,
         slots,
+        boards,
+        access,
         workers: HashMap::new(),
         desired,
         next_age: 0,
         signals,
         preloaded,
+        hooks,
         ever_booted: false,
         boot_failures: 0,
         spawn_after: 0,
@@ -193,21 +262,56 @@ pub fn run(settings: Settings) -> i32 {
         ready_owed: true,
     };
     let code = arbiter.main_loop();
+    arbiter.call_hook("on_exit", |py, _| Ok(PyTuple::empty(py)));
     arbiter.cleanup();
     code
 }
 
-/// `--preload`: start Python and import the app in the arbiter, once, before any fork.
-fn preload(settings: &Settings) -> Result<Py<PyAny>, i32> {
+/// Starts the master's interpreter and runs the config file in it; its hooks come back.
+fn start_master_python(settings: &Settings) -> Result<Hooks, i32> {
     if let Err(e) = interpreter::start(settings) {
         crate::error!("{e}");
-        return Err(WORKER_BOOT_ERROR);
+        return Err(1);
     }
-    let loaded = Python::attach(|py| {
+    Python::attach(|py| {
         interpreter::prepare(py, settings)
             .map_err(|e| interpreter::format_traceback(py, &e))
-            .and_then(|()| interpreter::load_app(py, settings.app.as_deref().unwrap_or_default()))
+            .and_then(|()| Hooks::load(py, settings))
+    })
+    .map_err(|msg| {
+        crate::error!("Cannot run the config file:\n{}", msg.trim_end());
+        1
+    })
+}
+
+/// `--check-config`: the settings were read without error; now the config file runs and the
+/// app is imported, in this process. 0 when all is well, else 1 with the error (gunicorn's
+/// exit statuses).
+fn check_config(settings: &Settings) -> i32 {
+    if let Err(e) = interpreter::start(settings) {
+        crate::error!("{e}");
+        return 1;
+    }
+    let checked = Python::attach(|py| {
+        interpreter::prepare(py, settings)
+            .map_err(|e| interpreter::format_traceback(py, &e))
+            .and_then(|()| Hooks::load(py, settings))
+            .and_then(|_| crate::wsgi::import_app(py, settings))
+            .map(drop)
     });
+    match checked {
+        Ok(()) => 0,
+        Err(msg) => {
+            crate::log::write_raw(format!("{}\n", msg.trim_end()).as_bytes());
+            1
+        }
+    }
+}
+
+/// `--preload`: import the app in the arbiter (whose interpreter `start_master_python` started),
+/// once, before any fork.
+fn preload(settings: &Settings) -> Result<Py<PyAny>, i32> {
+    let loaded = Python::attach(|py| crate::wsgi::import_app(py, settings));
     loaded.map_err(|msg| {
         crate::log::write_raw(format!("{}\n", msg.trim_end()).as_bytes());
         crate::info!("Shutting down: Master");
@@ -225,11 +329,20 @@ impl Arbiter {
         &self.slots.slots()[slot * 2 + 1]
     }
 
+    fn board(&self, slot: usize) -> Board {
+        let words = self.boards.slots();
+        Board::new(&words[slot * board::SLOT_WORDS..(slot + 1) * board::SLOT_WORDS])
+    }
+
     fn main_loop(&mut self) -> i32 {
         self.manage_workers();
         loop {
             // Poll often while workers boot or a reload waits on them, so start-up is quick.
             let busy = self.reloading
+                || self
+                    .workers
+                    .values()
+                    .any(|w| w.timed_out_at.is_some() && !w.killed)
                 || self.workers.len() < self.desired
                 || self
                     .workers
@@ -277,6 +390,7 @@ impl Arbiter {
         self.heartbeat(slot)
             .store(sys::monotonic_ms(), Ordering::Release);
         self.state(slot).store(0, Ordering::Release);
+        self.board(slot).reset();
         let jitter = if self.settings.max_requests_jitter > 0 {
             self.next_random() % (self.settings.max_requests_jitter + 1)
         } else {
@@ -292,19 +406,26 @@ impl Arbiter {
         // worker has its own self-pipe and handlers (see `worker::run`); run in between, our
         // handler would write into the arbiter's pipe, inherited by the child.
         let mask = sys::block_all_signals();
-        let forked = match &self.preloaded {
-            // With a preloaded interpreter, fork while holding the GIL (so no other thread of
-            // Python's is mid-way through anything) and let CPython fix up its state on both
-            // sides.
-            Some(app) => Python::attach(|py| {
+        let age = self.next_age + 1;
+        self.call_hook("pre_fork", |py, h| {
+            PyTuple::new(
+                py,
+                [h.server.clone_ref(py), h.new_worker(py, 0, ppid, age)?],
+            )
+        });
+        let forked = if self.hooks.is_some() {
+            // With an interpreter in the master, fork while holding the GIL (so no other
+            // thread of Python's is mid-way through anything) and let CPython fix up its state
+            // on both sides.
+            Python::attach(|py| {
                 interpreter::before_fork();
                 let forked = sys::fork();
                 match forked {
                     Ok(Fork::Child) => {
                         interpreter::after_fork_child();
-                        let app = app.clone_ref(py);
+                        let app = self.preloaded.as_ref().map(|a| a.clone_ref(py));
                         let code = py
-                            .detach(|| self.run_worker(slot, ppid, Some(app), max_requests, &mask));
+                            .detach(|| self.run_worker(slot, ppid, app, max_requests, &mask, age));
                         sys::exit_now(code);
                     }
                     other => {
@@ -312,27 +433,29 @@ impl Arbiter {
                         other
                     }
                 }
-            }),
-            None => sys::fork(),
+            })
+        } else {
+            sys::fork()
         };
         if !matches!(forked, Ok(Fork::Child)) {
             sys::restore_signals(&mask);
         }
         match forked {
             Ok(Fork::Child) => {
-                let code = self.run_worker(slot, ppid, None, max_requests, &mask);
+                let code = self.run_worker(slot, ppid, None, max_requests, &mask, age);
                 sys::exit_now(code);
             }
             Ok(Fork::Parent(pid)) => {
-                self.next_age += 1;
+                self.next_age = age;
                 self.workers.insert(
                     pid,
                     WorkerInfo {
                         slot,
-                        age: self.next_age,
+                        age,
                         old: false,
                         stopping: false,
                         killed: false,
+                        timed_out_at: None,
                     },
                 );
             }
@@ -348,9 +471,13 @@ impl Arbiter {
         app: Option<Py<PyAny>>,
         max_requests: u64,
         signal_mask: &sys::SignalMask,
+        age: u64,
     ) -> i32 {
         crate::info!("Booting worker with pid: {}", sys::getpid());
         worker::run(worker::Setup {
+            board: self.board(slot),
+            hooks: self.hooks.as_ref(),
+            age,
             settings: &self.settings,
             listeners: &self.listeners,
             heartbeat: self.heartbeat(slot),
@@ -383,6 +510,7 @@ impl Arbiter {
             let Some(info) = self.workers.remove(&pid) else {
                 continue;
             };
+            self.child_exited(pid, info.age);
             let booted = self.state(info.slot).load(Ordering::Acquire) & slot_state::BOOTED != 0;
             match exit {
                 Exit::Code(0) => {}
@@ -414,26 +542,109 @@ impl Arbiter {
         }
     }
 
-    /// Kills workers whose heartbeat is older than `--timeout`.
+    /// Kills workers whose heartbeat is older than `--timeout`, and says why first: which
+    /// requests the worker had in the app and for how long (from its board), and the Python
+    /// traceback of each of its threads (the worker's `faulthandler` writes them into the error
+    /// log on SIGUSR2, from its signal handler, however stuck the threads are). Each timed-out
+    /// request gets its access-log line, status 500. A worker with a `worker_abort` hook gets
+    /// SIGABRT, as in gunicorn, to run it and exit; SIGKILL follows a second later for one
+    /// that is still there (200 ms without the hook).
     fn murder_workers(&mut self) {
-        if self.settings.timeout == 0 {
+        let Some(limit) = self.settings.timeout_ms() else {
             return;
-        }
+        };
         let now = sys::monotonic_ms();
-        let limit = self.settings.timeout * 1000;
+        let abort = self.settings.has_hook("worker_abort");
+        // The tracebacks are written by the worker's signal handler, and worker_abort needs
+        // the GIL: a moment for them before the kill cuts them short.
+        let grace = if abort { 1000 } else { 200 };
+        let mut timed_out = Vec::new();
         let mut to_kill = Vec::new();
         for (&pid, info) in &self.workers {
-            let beat = self.heartbeat(info.slot).load(Ordering::Acquire);
-            if !info.killed && now.saturating_sub(beat) > limit {
-                to_kill.push(pid);
+            if info.killed {
+                continue;
+            }
+            match info.timed_out_at {
+                Some(at) if now.saturating_sub(at) >= grace => to_kill.push(pid),
+                Some(_) => {}
+                None => {
+                    let beat = self.heartbeat(info.slot).load(Ordering::Acquire);
+                    if now.saturating_sub(beat) > limit {
+                        timed_out.push(pid);
+                    }
+                }
+            }
+        }
+        for pid in timed_out {
+            crate::critical!("WORKER TIMEOUT (pid:{pid})");
+            let Some(info) = self.workers.get_mut(&pid) else {
+                continue;
+            };
+            info.timed_out_at = Some(now);
+            let slot = info.slot;
+            let board = self.board(slot);
+            self.explain_timeout(pid, board, now);
+            crate::error!("Tracebacks of the threads of worker {pid} (most recent call first):");
+            let _ = sys::kill(pid, libc::SIGUSR2);
+            if abort {
+                let _ = sys::kill(pid, libc::SIGABRT);
             }
         }
         for pid in to_kill {
-            crate::critical!("WORKER TIMEOUT (pid:{pid})");
             if let Some(info) = self.workers.get_mut(&pid) {
                 info.killed = true;
             }
             let _ = sys::kill(pid, libc::SIGKILL);
+        }
+    }
+
+    /// Logs what a timed-out worker was serving, and an access-log line (500) for each request.
+    fn explain_timeout(&self, pid: Pid, board: Board, now: u64) {
+        let requests = board.in_flight();
+        if requests.is_empty() {
+            crate::error!("Worker {pid} had no request in the app: its loop stopped");
+        }
+        for r in &requests {
+            let secs = now.saturating_sub(r.started) as f64 / 1000.0;
+            let from = if r.remote.is_empty() {
+                "unix socket"
+            } else {
+                &r.remote
+            };
+            crate::error!(
+                "Worker {pid} was serving \"{}\" from {from} for {secs:.1} s",
+                r.request_line
+            );
+            if let Some(format) = &self.access {
+                let mut parts = r.request_line.splitn(3, ' ');
+                let method = parts.next().unwrap_or("-");
+                let target = parts.next().unwrap_or("-");
+                let protocol = parts.next().unwrap_or("-");
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                let header = |name: &str| match name {
+                    "referer" if !r.referer.is_empty() => Some(r.referer.clone()),
+                    "user-agent" if !r.user_agent.is_empty() => Some(r.user_agent.clone()),
+                    _ => None,
+                };
+                let none = |_: &str| None;
+                format.log(&crate::log::AccessEntry {
+                    remote: if r.remote.is_empty() { "-" } else { &r.remote },
+                    request_line: r.request_line.as_bytes(),
+                    method: method.as_bytes(),
+                    path: path.as_bytes(),
+                    query: query.as_bytes(),
+                    protocol: if protocol == "HTTP/1.0" {
+                        "HTTP/1.0"
+                    } else {
+                        "HTTP/1.1"
+                    },
+                    status: 500,
+                    body_bytes: 0,
+                    elapsed: Duration::from_millis(now.saturating_sub(r.started)),
+                    request_header: &header,
+                    response_header: &none,
+                });
+            }
         }
     }
 
@@ -556,6 +767,7 @@ impl Arbiter {
             self.ready_owed = true;
         }
         self.reload_settings();
+        self.call_hook("on_reload", |py, _| Ok(PyTuple::empty(py)));
         for w in self.workers.values_mut() {
             if !w.stopping {
                 w.old = true;
@@ -589,8 +801,23 @@ impl Arbiter {
                 new.preload_app = self.settings.preload_app;
                 new.chdir = self.settings.chdir.clone();
                 let _ = crate::log::configure(new.loglevel, None, None);
-                self.desired = new.workers;
+                if new.has_master_hooks() && self.hooks.is_none() {
+                    crate::warning!("Hooks that run in the master apply only after a restart");
+                }
+                let workers = new.workers;
                 self.settings = new;
+                // The config file runs again where it ran before: here, when the master has
+                // an interpreter (new hooks, new effects); else in each new worker.
+                if self.hooks.is_some() {
+                    match Python::attach(|py| Hooks::load(py, &self.settings)) {
+                        Ok(h) => self.hooks = Some(h),
+                        Err(msg) => crate::error!(
+                            "Cannot run the config file again; keeping its hooks:\n{}",
+                            msg.trim_end()
+                        ),
+                    }
+                }
+                self.set_desired(workers);
             }
             Ok(crate::cli::Command::Print(_)) => {}
             Err(e) => crate::error!("Keeping the current settings: {e}"),
@@ -600,14 +827,62 @@ impl Arbiter {
     /// TTIN: one worker more.
     fn handle_ttin(&mut self) {
         if self.desired + 1 < MAX_SLOTS / 2 {
-            self.desired += 1;
+            self.set_desired(self.desired + 1);
         }
+    }
+
+    /// Tells the `child_exit` hook that worker `pid` has been reaped.
+    fn child_exited(&self, pid: Pid, age: u64) {
+        let master = sys::getpid();
+        self.call_hook("child_exit", |py, h| {
+            PyTuple::new(
+                py,
+                [h.server.clone_ref(py), h.new_worker(py, pid, master, age)?],
+            )
+        });
+    }
+
+    /// Changes the number of workers wanted, telling the `nworkers_changed` hook.
+    fn set_desired(&mut self, n: usize) {
+        let old = self.desired;
+        self.desired = n;
+        if n != old {
+            self.call_hook("nworkers_changed", |py, h| {
+                (h.server.clone_ref(py), n, old).into_pyobject(py)
+            });
+        }
+    }
+
+    /// Calls hook `name` when the master has hooks, with the arguments `args` builds (the
+    /// `server` object first, for the hooks that take it).
+    fn call_hook(
+        &self,
+        name: &str,
+        args: impl for<'py> FnOnce(Python<'py>, &Hooks) -> PyResult<Bound<'py, PyTuple>>,
+    ) {
+        let Some(h) = &self.hooks else {
+            return;
+        };
+        Python::attach(|py| {
+            if !h.has(py, name) {
+                return;
+            }
+            match args(py, h) {
+                Ok(a) if a.is_empty() => {
+                    h.call(py, name, (h.server.bind(py),));
+                }
+                Ok(a) => {
+                    h.call(py, name, a);
+                }
+                Err(e) => crate::error!("Cannot call the {name} hook: {e}"),
+            }
+        });
     }
 
     /// TTOU: one worker less (never fewer than one).
     fn handle_ttou(&mut self) {
         if self.desired > 1 {
-            self.desired -= 1;
+            self.set_desired(self.desired - 1);
         }
     }
 
@@ -655,7 +930,9 @@ impl Arbiter {
                 }
             }
             while let Ok(Some((pid, _))) = sys::reap_any() {
-                self.workers.remove(&pid);
+                if let Some(info) = self.workers.remove(&pid) {
+                    self.child_exited(pid, info.age);
+                }
             }
         }
         for &pid in self.workers.keys() {

@@ -177,16 +177,24 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
             version: false,
         },
     };
-    let config_path = [&cli, &env].iter().find_map(|p| {
-        p.values
-            .iter()
-            .rev()
-            .find(|(s, _)| s.name == "config")
-            .map(|(_, v)| v.clone())
-    });
+    let config_path = [&cli, &env]
+        .iter()
+        .find_map(|p| {
+            p.values
+                .iter()
+                .rev()
+                .find(|(s, _)| s.name == "config")
+                .map(|(_, v)| v.clone())
+        })
+        .or_else(default_config_file);
     let mut settings = Settings::default();
     if let Some(path) = config_path {
+        // Absolute: the file runs again in the workers, after --chdir.
         let path = std::path::PathBuf::from(path);
+        let path = match std::env::current_dir() {
+            Ok(dir) if path.is_relative() => dir.join(path),
+            _ => path,
+        };
         settings.apply_config_file(&path)?;
         settings.config = Some(path);
     }
@@ -203,6 +211,15 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
     }
     settings.validate()?;
     Ok(Command::Run(Box::new(settings)))
+}
+
+/// The config file read when none is named: `./minigun.conf.py`, else `./gunicorn.conf.py`
+/// (gunicorn reads the latter by default), in the directory minigun is started in.
+fn default_config_file() -> Option<String> {
+    ["minigun.conf.py", "gunicorn.conf.py"]
+        .into_iter()
+        .find(|f| std::path::Path::new(f).is_file())
+        .map(|f| format!("./{f}"))
 }
 
 /// The `--help` text, generated from the settings table.

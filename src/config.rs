@@ -77,8 +77,14 @@ pub struct Settings {
     pub group: Option<u32>,
     /// File-mode mask for unix sockets and files the server creates.
     pub umask: u32,
-    /// Config file given with `-c`.
+    /// Config file given with `-c` (or found as `./minigun.conf.py`, `./gunicorn.conf.py`).
     pub config: Option<PathBuf>,
+    /// The server hooks the config file defines (see [`HOOKS`]).
+    pub hooks: Vec<String>,
+    /// `--print-config`: print the resolved settings and exit.
+    pub print_config: bool,
+    /// `--check-config`: check the settings and that the app imports, then exit.
+    pub check_config: bool,
 }
 
 impl Default for Settings {
@@ -114,6 +120,9 @@ impl Default for Settings {
             group: None,
             umask: 0,
             config: None,
+            hooks: Vec::new(),
+            print_config: false,
+            check_config: false,
         }
     }
 }
@@ -571,6 +580,26 @@ pub static SETTINGS: &[Setting] = &[
         doc: "File-mode mask for files and unix sockets the server creates. [0]",
     },
     Setting {
+        name: "print_config",
+        flags: &["--print-config"],
+        metavar: None,
+        apply: |s, v| {
+            s.print_config = parse_bool(v)?;
+            Ok(())
+        },
+        doc: "Print the settings as resolved from every source, then exit.",
+    },
+    Setting {
+        name: "check_config",
+        flags: &["--check-config"],
+        metavar: None,
+        apply: |s, v| {
+            s.check_config = parse_bool(v)?;
+            Ok(())
+        },
+        doc: "Check the settings and that the app imports, then exit (status 0, or 1 with the error).",
+    },
+    Setting {
         name: "wsgi_app",
         flags: &[],
         metavar: Some("MODULE:APP"),
@@ -630,8 +659,15 @@ impl Settings {
     }
 
     /// Applies the module-level names of a Python config file, evaluated by the interpreter
-    /// minigun was built for in a separate process, so the arbiter never starts CPython itself
-    /// (a forked worker must not inherit an initialised interpreter unless `--preload` asks).
+    /// minigun was built for in a separate process, so the arbiter does not start CPython just
+    /// to read its settings (a forked worker must not inherit an initialised interpreter unless
+    /// something needs one there: `--preload`, or a server hook that runs in the master).
+    ///
+    /// The file's own output (a `print`, a warning) goes to the error log; the settings come
+    /// back on a separate channel (a duplicate of the child's original stdout, with its fd 1
+    /// pointed at stderr), so nothing the file prints can be mistaken for a setting. Its effects
+    /// on a process (`os.environ`, `sys.path`, imports) are for the process that serves: the
+    /// file runs again where the app is loaded (see `hooks`).
     pub fn apply_config_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
         let source = format!("config file {}: ", path.display());
         if !path.is_file() {
@@ -642,20 +678,15 @@ impl Settings {
         }
         let output = Command::new(python_executable())
             .arg("-c")
-            .arg(CONFIG_READER)
+            .arg(CONFIG_READER.replace("HOOK_TABLE", &hook_table()))
             .arg(path)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
             .output()
             .map_err(|e| ConfigError(format!("{source}cannot run Python: {e}")))?;
-        if !output.status.success() {
-            let err = String::from_utf8_lossy(&output.stderr);
-            let last = err
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("failed");
-            return Err(ConfigError(format!("{source}{last}")));
-        }
         let mut fields = output.stdout.split(|&b| b == 0);
+        self.hooks.clear();
+        let mut failure = None;
         while let (Some(name), Some(count)) = (fields.next(), fields.next()) {
             let name = String::from_utf8_lossy(name).into_owned();
             let count: usize = String::from_utf8_lossy(count).parse().unwrap_or(0);
@@ -664,43 +695,136 @@ impl Settings {
                 .take(count)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
                 .collect();
-            if name == "__callable__" {
-                for hook in values {
-                    crate::warning!(
-                        "Config setting '{hook}' (a function) is not supported; ignored"
-                    );
-                }
-                continue;
-            }
-            let Some(setting) = by_name(&name) else {
-                crate::warning!("Unknown setting '{name}' in {}; ignored", path.display());
-                continue;
-            };
-            if setting.name == "config" {
-                continue;
-            }
-            if matches!(setting.name, "bind" | "raw_env" | "pythonpath") {
-                // List settings: the config file's value replaces the default.
-                match setting.name {
-                    "bind" => {
-                        self.bind.clear();
-                        self.bind_given = true;
+            match name.as_str() {
+                "__error__" => failure = values.into_iter().next(),
+                "__hook__" => self.hooks.extend(values),
+                "__callable__" => {
+                    for name in values {
+                        crate::warning!(
+                            "Config setting '{name}' (a function) is not a server hook; ignored"
+                        );
                     }
-                    "raw_env" => self.raw_env.clear(),
-                    _ => self.pythonpath.clear(),
                 }
-            }
-            for value in &values {
-                self.apply(setting, value, &source)?;
+                _ => {
+                    let Some(setting) = by_name(&name) else {
+                        crate::warning!("Unknown setting '{name}' in {}; ignored", path.display());
+                        continue;
+                    };
+                    if setting.name == "config" {
+                        continue;
+                    }
+                    if matches!(setting.name, "bind" | "raw_env" | "pythonpath") {
+                        // List settings: the config file's value replaces the default.
+                        match setting.name {
+                            "bind" => {
+                                self.bind.clear();
+                                self.bind_given = true;
+                            }
+                            "raw_env" => self.raw_env.clear(),
+                            _ => self.pythonpath.clear(),
+                        }
+                    }
+                    for value in &values {
+                        self.apply(setting, value, &source)?;
+                    }
+                }
             }
         }
+        if let Some(why) = failure {
+            return Err(ConfigError(format!("{source}{why}")));
+        }
+        if !output.status.success() {
+            return Err(ConfigError(format!(
+                "{source}the reader failed ({})",
+                output.status
+            )));
+        }
         Ok(())
+    }
+
+    /// True when a server hook that runs in the master is defined: the master then needs an
+    /// interpreter of its own.
+    pub fn has_master_hooks(&self) -> bool {
+        self.hooks
+            .iter()
+            .any(|h| crate::config::MASTER_HOOKS.contains(&h.as_str()))
+    }
+
+    /// True when the config file defines hook `name`.
+    pub fn has_hook(&self, name: &str) -> bool {
+        self.hooks.iter().any(|h| h == name)
     }
 
     /// Marks the start of a new source: its first `--bind` replaces the binds of the sources
     /// before it instead of adding to them.
     pub fn start_source(&mut self) {
         self.bind_given = false;
+    }
+
+    /// The settings as `--print-config` shows them: one `name = value` line each, under the
+    /// config-file names, aligned as gunicorn aligns them.
+    pub fn describe(&self) -> String {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "None".to_owned());
+        let path = |v: &Option<PathBuf>| {
+            v.as_ref()
+                .map_or_else(|| "None".to_owned(), |p| p.display().to_string())
+        };
+        let list = |v: &[String]| format!("{v:?}");
+        let id = |v: Option<u32>| v.map_or_else(|| "None".to_owned(), |n| n.to_string());
+        let rows: Vec<(&str, String)> = vec![
+            ("config", path(&self.config)),
+            ("wsgi_app", opt(&self.app)),
+            ("bind", list(&self.bind)),
+            ("workers", self.workers.to_string()),
+            ("threads", self.threads.to_string()),
+            ("timeout", self.timeout.to_string()),
+            ("graceful_timeout", self.graceful_timeout.to_string()),
+            ("keepalive", self.keepalive.to_string()),
+            ("backlog", self.backlog.to_string()),
+            ("worker_connections", self.worker_connections.to_string()),
+            ("max_requests", self.max_requests.to_string()),
+            ("max_requests_jitter", self.max_requests_jitter.to_string()),
+            ("limit_request_line", self.limit_request_line.to_string()),
+            (
+                "limit_request_fields",
+                self.limit_request_fields.to_string(),
+            ),
+            (
+                "limit_request_field_size",
+                self.limit_request_field_size.to_string(),
+            ),
+            ("limit_request_body", self.limit_request_body.to_string()),
+            ("accesslog", opt(&self.accesslog)),
+            ("access_log_format", self.access_log_format.clone()),
+            ("errorlog", self.errorlog.clone()),
+            (
+                "loglevel",
+                format!("{:?}", self.loglevel).to_ascii_lowercase(),
+            ),
+            ("chdir", path(&self.chdir)),
+            ("pythonpath", list(&self.pythonpath)),
+            (
+                "raw_env",
+                list(
+                    &self
+                        .raw_env
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            ("preload_app", self.preload_app.to_string()),
+            ("pidfile", path(&self.pidfile)),
+            ("forwarded_allow_ips", list(&self.forwarded_allow_ips)),
+            ("user", id(self.user)),
+            ("group", id(self.group)),
+            ("umask", format!("{:#o}", self.umask)),
+            ("hooks", list(&self.hooks)),
+        ];
+        let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        rows.iter()
+            .map(|(n, v)| format!("{n:width$} = {v}\n"))
+            .collect()
     }
 
     /// `--timeout` in milliseconds; `None` when it is 0 (never).
@@ -719,32 +843,105 @@ impl Settings {
     }
 }
 
-/// Python run by [`Settings::apply_config_file`]: executes the file and prints each
-/// module-level setting as `name\0count\0value\0…`. Lists become several values; functions
-/// (gunicorn's server hooks) are reported under `__callable__` so we can say they are ignored.
+/// gunicorn's server hooks and how many arguments each takes.
+pub const HOOKS: &[(&str, usize)] = &[
+    ("on_starting", 1),
+    ("on_reload", 1),
+    ("when_ready", 1),
+    ("pre_fork", 2),
+    ("post_fork", 2),
+    ("post_worker_init", 1),
+    ("worker_int", 1),
+    ("worker_abort", 1),
+    ("pre_exec", 1),
+    ("pre_request", 2),
+    ("post_request", 4),
+    ("child_exit", 2),
+    ("worker_exit", 2),
+    ("nworkers_changed", 3),
+    ("on_exit", 1),
+];
+
+/// [`HOOKS`] as a Python literal for the reader.
+fn hook_table() -> String {
+    let pairs: Vec<String> = HOOKS.iter().map(|(n, a)| format!("({n:?}, {a})")).collect();
+    format!("[{}]", pairs.join(", "))
+}
+
+/// The hooks gunicorn calls in the master process.
+pub const MASTER_HOOKS: &[&str] = &[
+    "on_starting",
+    "on_reload",
+    "when_ready",
+    "pre_fork",
+    "pre_exec",
+    "child_exit",
+    "nworkers_changed",
+    "on_exit",
+];
+
+/// Python run by [`Settings::apply_config_file`]: executes the file with its output sent to
+/// stderr, and writes each module-level setting to the saved stdout as
+/// `name\0count\0value\0…`. Lists become several values. Server hooks are checked for
+/// their number of arguments (as gunicorn's `validate_callable` does) and reported under
+/// `__hook__`; other functions under `__callable__`; a failure under `__error__`, with its
+/// traceback on stderr.
 const CONFIG_READER: &str = r#"
-import sys, types, runpy
-ns = runpy.run_path(sys.argv[1])
-out = []
-hooks = []
-for k, v in ns.items():
-    if k.startswith('_') or isinstance(v, types.ModuleType) or isinstance(v, type):
-        continue
-    if callable(v):
-        hooks.append(k)
-        continue
-    if v is None:
-        continue
-    if isinstance(v, bool):
-        vals = ['true' if v else 'false']
-    elif isinstance(v, (list, tuple)):
-        vals = [str(x) for x in v]
-    elif isinstance(v, dict):
-        vals = ['%s=%s' % (a, b) for a, b in v.items()]
-    else:
-        vals = [str(v)]
-    out.append('\0'.join([k, str(len(vals))] + vals))
-if hooks:
-    out.append('\0'.join(['__callable__', str(len(hooks))] + hooks))
-sys.stdout.write(''.join(x + '\0' for x in out))
+import inspect, os, runpy, sys, traceback, types
+out = os.fdopen(os.dup(1), "w", encoding="utf-8", errors="surrogateescape")
+os.dup2(2, 1)
+sys.stdout = sys.stderr
+HOOKS = dict(HOOK_TABLE)
+records = []
+
+def emit(name, values):
+    records.append("\0".join([name, str(len(values))] + values))
+
+def arity_ok(fn, n):
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    return len(required) <= n <= len(positional)
+
+try:
+    ns = runpy.run_path(sys.argv[1], run_name="__config__")
+    hooks, others = [], []
+    for k, v in ns.items():
+        if k.startswith("_") or isinstance(v, (types.ModuleType, type)):
+            continue
+        if k in HOOKS:
+            if not callable(v):
+                raise ValueError("%s must be a function, not %s" % (k, type(v).__name__))
+            if not arity_ok(v, HOOKS[k]):
+                raise ValueError("%s must take %d argument(s)" % (k, HOOKS[k]))
+            hooks.append(k)
+            continue
+        if callable(v):
+            others.append(k)
+            continue
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            vals = ["true" if v else "false"]
+        elif isinstance(v, (list, tuple)):
+            vals = [str(x) for x in v]
+        elif isinstance(v, dict):
+            vals = ["%s=%s" % (a, b) for a, b in v.items()]
+        else:
+            vals = [str(v)]
+        emit(k, vals)
+    if hooks:
+        emit("__hook__", hooks)
+    if others:
+        emit("__callable__", others)
+except BaseException as e:
+    traceback.print_exc()
+    emit("__error__", ["%s: %s" % (type(e).__name__, e)])
+out.write("".join(r + "\0" for r in records))
+out.flush()
 "#;

@@ -20,6 +20,8 @@
 //! * [`client`] is the one layer that touches client sockets: the EINTR-correct read, write,
 //!   wait and sendfile loops, the heartbeat, and the revocable lease through which the app
 //!   reaches a request's socket.
+//! * [`board`] is what each worker thread has in the app, in memory the master shares, so a
+//!   worker killed for `--timeout` is explained.
 //! * [`log`] writes gunicorn-shaped error and access logs; [`date`] formats their times.
 //! * [`sys`] holds the safe wrappers over libc; with `wsgi::interpreter` (CPython start-up),
 //!   it is where the crate's `unsafe` code lives.
@@ -37,6 +39,7 @@
 #![deny(clippy::missing_safety_doc)]
 
 pub mod arbiter;
+pub mod board;
 pub mod cli;
 pub mod client;
 pub mod config;

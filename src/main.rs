@@ -9,6 +9,10 @@ fn main() -> ExitCode {
             print!("{text}");
             ExitCode::SUCCESS
         }
+        Ok(minigun::cli::Command::Run(settings)) if settings.print_config => {
+            print!("{}", settings.describe());
+            ExitCode::SUCCESS
+        }
         Ok(minigun::cli::Command::Run(settings)) => {
             let code = minigun::arbiter::run(*settings);
             ExitCode::from(code.clamp(0, 255) as u8)

@@ -90,6 +90,27 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
+/// The write end of the worker's abort pipe: SIGABRT (the arbiter's "you timed out") goes to a
+/// thread of its own, since the event loop's threads may all be stuck in the app.
+static ABORT_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_abort(sig: libc::c_int) {
+    let fd = ABORT_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        sys::signal_safe_write_byte(fd, sig as u8);
+    }
+}
+
+/// Routes SIGABRT into a new pipe and returns its read end, for a thread that waits on it.
+pub fn install_abort_pipe() -> io::Result<OwnedFd> {
+    let (read, write) = sys::pipe()?;
+    // The write end lives as long as the process: the handler may fire at any time.
+    ABORT_PIPE.store(write.as_raw_fd(), Ordering::Relaxed);
+    std::mem::forget(write);
+    sys::set_handler(libc::SIGABRT, on_abort)?;
+    Ok(read)
+}
+
 /// The read end of the self-pipe, owned by the loop that watches it.
 pub struct SignalPipe {
     read: OwnedFd,

@@ -16,8 +16,6 @@ mod common;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::FromRawFd;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use common::{complete_response, poll, Response, Server, WAIT};
 
@@ -237,14 +235,30 @@ fn slow_download(path: &str, mb: usize, threads: usize, sig: Sig) {
     settle(&server, sig);
 }
 
+/// A connection the worker has accepted: one request answered on it first. (A connection
+/// still queued in the listener's backlog when a stop begins is never accepted, here as in
+/// gunicorn; the tests are about connections a worker holds.)
+fn held_connection(server: &Server) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    stream.set_write_timeout(Some(WAIT)).expect("write timeout");
+    stream
+        .write_all(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("first request");
+    let (first, ended) = read_sized(&mut stream, Vec::new());
+    assert!(
+        ended.is_ok() && first.starts_with(b"HTTP/1.1 200 "),
+        "first request: {ended:?}"
+    );
+    stream
+}
+
 /// An upload sent in two halves with `sig` in between; the app must read every byte.
 fn split_upload(threads: usize, sig: Sig) {
     let (server, worker) = start(threads, &[]);
     let size = 4 * MIB;
     let body: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
-    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
-    stream.set_write_timeout(Some(WAIT)).expect("write timeout");
+    let mut stream = held_connection(&server);
     stream
         .write_all(
             format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n")
@@ -276,14 +290,7 @@ fn split_upload(threads: usize, sig: Sig) {
 /// listener's backlog when a stop begins is never accepted, here as in gunicorn.)
 fn split_head(threads: usize, sig: Sig) {
     let (server, worker) = start(threads, &[]);
-    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
-    stream
-        .write_all(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
-        .expect("first request");
-    let (first, ended) = read_sized(&mut stream, Vec::new());
-    assert!(ended.is_ok(), "first request: {ended:?}");
-    assert!(first.starts_with(b"HTTP/1.1 200 "));
+    let mut stream = held_connection(&server);
     stream
         .write_all(b"GET /pid HTTP/1.1\r\nHost: t\r\n")
         .expect("first part");
@@ -305,9 +312,7 @@ fn split_head(threads: usize, sig: Sig) {
 /// and must then see the end of the stream, never a reset.
 fn lingering_close(threads: usize, sig: Sig) {
     let (server, worker) = start(threads, &["--limit-request-body", "1000"]);
-    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
-    stream.set_write_timeout(Some(WAIT)).expect("write timeout");
+    let mut stream = held_connection(&server);
     let size = 8 * MIB;
     stream
         .write_all(
@@ -369,9 +374,7 @@ fn hup_between_the_halves_of_a_10_mb_upload_loses_nothing() {
     let (server, worker) = start(1, &[]);
     let size = 10 * MIB;
     let body = vec![b'u'; size];
-    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
-    stream.set_write_timeout(Some(WAIT)).expect("write timeout");
+    let mut stream = held_connection(&server);
     stream
         .write_all(
             format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n")

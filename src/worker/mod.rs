@@ -38,6 +38,7 @@ use crate::net::{ListenAddr, Listener};
 use crate::signals::{Signal, SignalPipe};
 use crate::sys::{self, Epoll, EventFd};
 use crate::wsgi::call::App;
+use crate::wsgi::hooks::Hooks;
 use crate::wsgi::interpreter;
 
 use lead::Leadership;
@@ -90,6 +91,13 @@ pub struct Setup<'a> {
     /// The signal mask to restore once the worker's handlers are in (the arbiter forks with
     /// every signal blocked).
     pub signal_mask: &'a sys::SignalMask,
+    /// The master's hooks, when the master has an interpreter (inherited across the fork);
+    /// otherwise the worker runs the config file itself.
+    pub hooks: Option<&'a Hooks>,
+    /// Spawn order (`worker.age` for hooks).
+    pub age: u64,
+    /// Where this worker notes the requests it has in the app, for the arbiter to read.
+    pub board: crate::board::Board,
 }
 
 /// State shared by the worker's threads.
@@ -103,6 +111,8 @@ struct Worker<'a> {
     /// Parked connections.
     table: Table,
     app: App,
+    /// The config file's hooks (`worker_int`, `worker_exit`, …) and this worker's object.
+    hooks: Hooks,
     /// What a connection needs to read requests.
     rules: Rules,
     /// How long one wait for a client to read our response may last (`--timeout`).
@@ -161,43 +171,11 @@ pub fn run(setup: Setup<'_>) -> i32 {
         crate::error!("Internal error (a bug in minigun, please report it): {info}");
     }));
 
-    // The interpreter starts with the arbiter's rights (its standard library may live where
-    // only they can read it, as under /root/.pyenv); the app is imported after the drop, as
-    // gunicorn imports it in the worker after set_owner_process.
-    if setup.preloaded.is_none() {
-        if let Err(e) = interpreter::start(settings) {
-            crate::error!("{e}");
-            return interpreter::WORKER_BOOT_ERROR;
-        }
-        // The loader's own modules, while the standard library is surely readable.
-        Python::attach(|py| {
-            for module in ["ast", "importlib", "traceback"] {
-                let _ = py.import(module);
-            }
-        });
-    }
-    if let Err(e) = drop_privileges(settings) {
-        crate::error!("{e}");
-        return interpreter::WORKER_BOOT_ERROR;
-    }
-
-    let addrs: Vec<ListenAddr> = setup.listeners.iter().map(|l| l.addr.clone()).collect();
-    let app = match &setup.preloaded {
-        Some(app) => Python::attach(|py| {
-            crate::wsgi::prepare_app(py, app.clone_ref(py), settings, &addrs)
-                .map_err(|e| interpreter::format_traceback(py, &e))
-        }),
-        None => Python::attach(|py| crate::wsgi::load(py, settings, &addrs)),
+    let (app, hooks) = match boot_python(&setup) {
+        Ok(booted) => booted,
+        Err(code) => return code,
     };
-    let app = match app {
-        Ok(app) => app,
-        Err(msg) => {
-            crate::log::write_raw(format!("{}\n", msg.trim_end()).as_bytes());
-            return interpreter::APP_LOAD_ERROR;
-        }
-    };
-
-    let worker = match Worker::new(&setup, signals, app) {
+    let worker = match Worker::new(&setup, signals, app, hooks) {
         Ok(w) => w,
         Err(e) => {
             crate::error!("{e}");
@@ -222,6 +200,15 @@ pub fn run(setup: Setup<'_>) -> i32 {
         worker.thread_loop(0);
     });
     crate::info!("Worker exiting (pid: {})", sys::getpid());
+    Python::attach(|py| {
+        if let Some(w) = &worker.hooks.worker {
+            worker.hooks.call(
+                py,
+                "worker_exit",
+                (worker.hooks.server.bind(py), w.bind(py)),
+            );
+        }
+    });
     // Give the app's atexit handlers their turn, as a Python process exiting normally would.
     Python::attach(|py| {
         let _ = py.run(
@@ -231,6 +218,136 @@ pub fn run(setup: Setup<'_>) -> i32 {
         );
     });
     0
+}
+
+/// Starts the worker's Python side: the interpreter (unless the master's was inherited), the
+/// config file and its hooks (unless the master ran them), `post_fork`, the privilege drop,
+/// the app, `post_worker_init`. On failure, the exit status.
+///
+/// The interpreter starts with the arbiter's rights (its standard library may live where only
+/// they can read it, as under /root/.pyenv), and `post_fork` runs before the drop, as in
+/// gunicorn; the app is imported after it, as gunicorn imports it after set_owner_process.
+fn boot_python(setup: &Setup<'_>) -> Result<(App, Hooks), i32> {
+    let settings = setup.settings;
+    let inherited = setup.hooks.is_some();
+    if !inherited {
+        if let Err(e) = interpreter::start(settings) {
+            crate::error!("{e}");
+            return Err(interpreter::WORKER_BOOT_ERROR);
+        }
+    }
+    let failed = |code: i32| {
+        move |msg: String| {
+            crate::log::write_raw(format!("{}\n", msg.trim_end()).as_bytes());
+            code
+        }
+    };
+    let mut hooks = Python::attach(|py| match setup.hooks {
+        Some(h) => Ok(h.clone_ref(py)),
+        None => {
+            // The loader's own modules, while the standard library is surely readable.
+            for module in ["ast", "importlib", "traceback", "runpy"] {
+                let _ = py.import(module);
+            }
+            interpreter::prepare(py, settings)
+                .map_err(|e| interpreter::format_traceback(py, &e))
+                .and_then(|()| Hooks::load(py, settings))
+        }
+    })
+    .map_err(failed(interpreter::WORKER_BOOT_ERROR))?;
+    let forked = Python::attach(|py| -> Result<(), String> {
+        let worker = hooks
+            .new_worker(py, sys::getpid(), setup.ppid, setup.age)
+            .map_err(|e| interpreter::format_traceback(py, &e))?;
+        let ok = hooks.call(py, "post_fork", (hooks.server.bind(py), worker.bind(py)));
+        hooks.worker = Some(worker);
+        if ok {
+            Ok(())
+        } else {
+            Err("The post_fork hook failed; the worker does not start".to_owned())
+        }
+    });
+    forked.map_err(failed(interpreter::WORKER_BOOT_ERROR))?;
+    if let Err(e) = drop_privileges(settings) {
+        crate::error!("{e}");
+        return Err(interpreter::WORKER_BOOT_ERROR);
+    }
+    let addrs: Vec<ListenAddr> = setup.listeners.iter().map(|l| l.addr.clone()).collect();
+    let app = Python::attach(|py| {
+        let app = match &setup.preloaded {
+            Some(app) => app.clone_ref(py),
+            None => crate::wsgi::import_app(py, settings)?,
+        };
+        crate::wsgi::prepare_app(py, app, settings, &addrs, &hooks)
+            .map_err(|e| interpreter::format_traceback(py, &e))
+    })
+    .map_err(failed(interpreter::APP_LOAD_ERROR))?;
+    let initialised = Python::attach(|py| match &hooks.worker {
+        Some(w) => hooks.call(py, "post_worker_init", (w.bind(py),)),
+        None => true,
+    });
+    if !initialised {
+        crate::error!("The post_worker_init hook failed; the worker does not start");
+        return Err(interpreter::WORKER_BOOT_ERROR);
+    }
+    explain_timeouts(&hooks);
+    Ok((app, hooks))
+}
+
+/// Prepares this worker to explain a timeout (see `arbiter::murder_workers`): SIGUSR2 makes
+/// `faulthandler` write every thread's traceback into the error log, from its signal handler,
+/// however stuck the threads are; and when the config file has a `worker_abort` hook, SIGABRT
+/// wakes a thread of its own that runs it (taking the GIL as soon as a stuck thread lets go of
+/// it) and exits.
+fn explain_timeouts(hooks: &Hooks) {
+    let fd = crate::log::error_fd();
+    let registered = Python::attach(|py| {
+        py.import("faulthandler").and_then(|fh| {
+            let kwargs = pyo3::types::PyDict::new(py);
+            kwargs.set_item("file", fd)?;
+            kwargs.set_item("all_threads", true)?;
+            kwargs.set_item("chain", false)?;
+            fh.call_method("register", (libc::SIGUSR2,), Some(&kwargs))
+                .map(drop)
+        })
+    });
+    if let Err(e) = registered {
+        crate::warning!("Tracebacks on timeout are off: {e}");
+    }
+    let wants_abort = Python::attach(|py| hooks.has(py, "worker_abort"));
+    if !wants_abort {
+        return;
+    }
+    let pipe = match crate::signals::install_abort_pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            crate::warning!("worker_abort will not run: {e}");
+            return;
+        }
+    };
+    let hooks = Python::attach(|py| hooks.clone_ref(py));
+    let spawned = std::thread::Builder::new()
+        .name("minigun-abort".to_owned())
+        .spawn(move || {
+            loop {
+                match sys::poll_one(pipe.as_raw_fd(), sys::Ready::Read, -1) {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+            crate::info!("Worker {} aborting (timeout)", sys::getpid());
+            Python::attach(|py| {
+                if let Some(w) = &hooks.worker {
+                    hooks.call(py, "worker_abort", (w.bind(py),));
+                }
+            });
+            sys::exit_now(1);
+        });
+    if let Err(e) = spawned {
+        crate::warning!("worker_abort will not run: {e}");
+    }
 }
 
 /// Switches to `--user`/`--group`: groups first (supplementary ones included, or the worker
@@ -255,7 +372,12 @@ fn drop_privileges(settings: &Settings) -> Result<(), String> {
 
 impl<'a> Worker<'a> {
     /// Sets up the epoll set and the shared state of the threads.
-    fn new(setup: &'a Setup<'a>, signals: SignalPipe, app: App) -> Result<Worker<'a>, String> {
+    fn new(
+        setup: &'a Setup<'a>,
+        signals: SignalPipe,
+        app: App,
+        hooks: Hooks,
+    ) -> Result<Worker<'a>, String> {
         let settings = setup.settings;
         let epoll = Epoll::new().map_err(|e| format!("Cannot create epoll: {e}"))?;
         let mut listeners = Vec::new();
@@ -284,6 +406,7 @@ impl<'a> Worker<'a> {
             listeners,
             table: Table::default(),
             app,
+            hooks,
             rules: Rules {
                 limits: Limits {
                     request_line: settings.limit_request_line,
@@ -392,13 +515,27 @@ impl<'a> Worker<'a> {
         self.table.open() == 0 || (deadline != 0 && sys::monotonic_ms() >= deadline)
     }
 
+    /// Calls a hook that takes the worker alone (`worker_int`).
+    fn call_worker_hook(&self, name: &str) {
+        Python::attach(|py| {
+            if let Some(w) = &self.hooks.worker {
+                self.hooks.call(py, name, (w.bind(py),));
+            }
+        });
+    }
+
     fn handle_signals(&self) {
         for sig in self.signals.drain() {
             crate::debug!("Worker {} handling signal: {}", sys::getpid(), sig.name());
             match sig {
-                Signal::Term | Signal::Int => self.begin_stop(Mode::Stopping),
+                Signal::Term => self.begin_stop(Mode::Stopping),
+                Signal::Int => {
+                    self.call_worker_hook("worker_int");
+                    self.begin_stop(Mode::Stopping);
+                }
                 Signal::Hup => self.begin_stop(Mode::Retiring),
                 Signal::Quit => {
+                    self.call_worker_hook("worker_int");
                     crate::info!("Worker exiting (pid: {})", sys::getpid());
                     sys::exit_now(0);
                 }

@@ -326,6 +326,22 @@ impl Worker<'_> {
         }
         let may_keep_alive = self.rules.keepalive_ms > 0 && self.mode() == Mode::Running;
         let body = conn.take_body();
+        {
+            let buf = &conn.buf;
+            let head = &conn.head;
+            let line = &buf[head.line_start.min(head.line_end)..head.line_end.min(buf.len())];
+            let header = |name| head.header(buf, name).unwrap_or_default();
+            self.setup.board.enter(
+                thread,
+                sys::monotonic_ms(),
+                [
+                    conn.remote.as_bytes(),
+                    line,
+                    header("referer"),
+                    header("user-agent"),
+                ],
+            );
+        }
         let outcome = Python::attach(|py| {
             call::serve(
                 py,
@@ -347,6 +363,7 @@ impl Worker<'_> {
             )
         });
         clock.stop();
+        self.setup.board.leave(thread);
         if let Some(lead) = leading {
             lead.request_finished(epoch, started.elapsed());
         }

@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use super::environ::{self, Client, Templates, ThreadCache};
+use super::hooks::Hooks;
 use super::input::{Input, Spool};
 use super::interpreter::format_traceback;
 use super::response::{FileWrapper, StartResponse, Writer};
@@ -34,8 +35,10 @@ pub struct App {
     pub templates: Templates,
     /// The `wsgi.input` for requests without a body: always empty, shared, never revoked.
     pub empty_input: Py<Input>,
-    /// Whether the access log needs response headers kept.
+    /// Whether the access log (or a `post_request` hook) needs response headers kept.
     pub keep_response_headers: bool,
+    /// The config file's hooks, when `pre_request` or `post_request` is among them.
+    pub hooks: Option<Hooks>,
 }
 
 /// One request as the worker hands it over: head and body complete.
@@ -107,7 +110,11 @@ pub fn serve(py: Python<'_>, app: &App, cache: &mut ThreadCache, req: Request<'_
             return Outcome::failed();
         }
     };
-    let failure = call_app(py, app, env, &sr);
+    let hook_request = app
+        .hooks
+        .as_ref()
+        .and_then(|h| before_request(py, h, head, req.buf, client.addr, &env));
+    let failure = call_app(py, app, env.clone(), &sr);
 
     // The request is over for everything the app holds: take the writer back (waiting for a
     // write() in progress on another thread) and end wsgi.input.
@@ -126,11 +133,83 @@ pub fn serve(py: Python<'_>, app: &App, cache: &mut ThreadCache, req: Request<'_
             }
         }
     }
+    if let (Some(hooks), Some(request)) = (&app.hooks, hook_request) {
+        after_request(py, hooks, &request, &env, &w);
+    }
     Outcome {
         keep_alive: w.keep_alive && !w.broken,
         status: w.status,
         body_bytes: w.body_sent,
         response_headers: std::mem::take(&mut w.headers),
+    }
+}
+
+/// Runs `pre_request(worker, req)`; returns the `req` object for `post_request`.
+fn before_request<'py>(
+    py: Python<'py>,
+    hooks: &Hooks,
+    head: &Head,
+    buf: &[u8],
+    peer: &str,
+    env: &Bound<'py, PyDict>,
+) -> Option<Bound<'py, PyAny>> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let headers = head
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                text(h.name.of(buf)).to_ascii_uppercase(),
+                text(h.value.of(buf)),
+            )
+        })
+        .collect();
+    let scheme = env
+        .get_item(pyo3::intern!(py, "wsgi.url_scheme"))
+        .ok()
+        .flatten()
+        .and_then(|s| s.extract::<String>().ok())
+        .unwrap_or_else(|| "http".to_owned());
+    let request = hooks
+        .request(
+            py,
+            &text(head.method.of(buf)),
+            &text(head.target.of(buf)),
+            &text(head.path.of(buf)),
+            &text(head.query.of(buf)),
+            head.minor,
+            headers,
+            &scheme,
+            peer,
+        )
+        .map_err(|e| crate::error!("Cannot build the request for a hook: {e}"))
+        .ok()?;
+    if let Some(worker) = &hooks.worker {
+        hooks.call(py, "pre_request", (worker.bind(py), &request));
+    }
+    Some(request)
+}
+
+/// Runs `post_request(worker, req, environ, resp)`.
+fn after_request(
+    py: Python<'_>,
+    hooks: &Hooks,
+    request: &Bound<'_, PyAny>,
+    env: &Bound<'_, PyDict>,
+    w: &Writer,
+) {
+    let Some(worker) = &hooks.worker else {
+        return;
+    };
+    if !hooks.has(py, "post_request") {
+        return;
+    }
+    let status = w.status_line();
+    match hooks.response(py, &status, w.headers.clone(), w.body_sent) {
+        Ok(resp) => {
+            hooks.call(py, "post_request", (worker.bind(py), request, env, resp));
+        }
+        Err(e) => crate::error!("Cannot build the response for a hook: {e}"),
     }
 }
 

@@ -80,6 +80,8 @@ pub struct Writer {
     pub keep_headers: bool,
     /// The app's headers as (lower-case name, value), for `%({x}o)s`.
     pub headers: Vec<(String, String)>,
+    /// The app's status line (`200 OK`), kept with the headers, for `post_request`.
+    status_text: String,
 }
 
 /// A status and header list from `start_response`, checked and encoded, before it is installed
@@ -95,6 +97,8 @@ pub struct ResponseHead {
     close: bool,
     /// (lower-case name, value) pairs, when the access log asks for response headers.
     kept: Vec<(String, String)>,
+    /// The status as the app gave it, kept with the headers.
+    status_text: String,
 }
 
 impl ResponseHead {
@@ -188,6 +192,11 @@ impl ResponseHead {
             content_length,
             close,
             kept,
+            status_text: if keep_headers {
+                status.into_owned()
+            } else {
+                String::new()
+            },
         })
     }
 }
@@ -211,7 +220,23 @@ impl Writer {
             broken: false,
             keep_headers: false,
             headers: Vec::new(),
+            status_text: String::new(),
         }
+    }
+
+    /// The status line sent (`200 OK`): the app's own, or the code and its reason when the
+    /// server answered instead.
+    pub fn status_line(&self) -> String {
+        let code = self.status.to_string();
+        if self.status_text.starts_with(&code) {
+            return self.status_text.clone();
+        }
+        let reason = match self.status {
+            500 => "Internal Server Error",
+            200 => "OK",
+            _ => "",
+        };
+        format!("{code} {reason}").trim_end().to_owned()
     }
 
     /// The request's way to the client, for an error answer written after the app failed.
@@ -233,6 +258,7 @@ impl Writer {
             self.keep_alive = false;
         }
         self.headers = head.kept;
+        self.status_text = head.status_text;
         self.started = true;
     }
 
@@ -246,9 +272,15 @@ impl Writer {
     /// A HEAD response gets the framing headers a GET would get (RFC 9110 §9.3.2), but no body.
     fn finish_head(&mut self, known_length: Option<u64>) {
         self.head_ready = true;
-        // A length we computed describes the body we are about to send; a 304 sends none, so
+        // A length we computed describes the body we are about to send. A 304 sends none, so
         // only the app's own Content-Length (that of the selected representation) is kept.
-        let computed = if self.is_head || !self.body_forbidden() {
+        // For HEAD the app's body is the GET's when the app ignores the method, but frameworks
+        // drop it and return an empty list however long the page is: an empty body says
+        // nothing about the GET's, and then a HEAD response names no framing at all, as
+        // gunicorn's does (RFC 9110 §8.6 forbids a Content-Length that GET would not send).
+        let computed = if self.is_head {
+            known_length.filter(|&n| n > 0)
+        } else if !self.body_forbidden() {
             known_length
         } else {
             None
@@ -271,7 +303,7 @@ impl Writer {
                 head.extend_from_slice(b"Content-Length: ");
                 push_decimal(head, n);
                 head.extend_from_slice(b"\r\n");
-            } else if self.minor >= 1 && self.status != 304 {
+            } else if self.minor >= 1 && self.status != 304 && !self.is_head {
                 head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
             }
         }

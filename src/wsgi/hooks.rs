@@ -1,0 +1,301 @@
+//! Server hooks: the functions a config file may define (`post_fork`, `when_ready`,
+//! `pre_request`, …), called with gunicorn's arguments at gunicorn's moments.
+//!
+//! The config file is run as gunicorn runs it, in the process that serves: in the master when
+//! the master has an interpreter (`--preload`, or a hook that runs there, see
+//! `config::MASTER_HOOKS`), whose workers inherit its effects through fork; otherwise in each
+//! worker, right after the interpreter starts and before the app is imported. Either way its
+//! effects on the process (`os.environ`, `sys.path`, modules it imports) hold where the app
+//! runs, and its functions are the hooks.
+//!
+//! The objects handed to hooks carry the attributes real hooks use: `server.log`, `server.pid`,
+//! `server.cfg`, `worker.pid`, `worker.age`, `worker.log`, `req.method`, `req.path`,
+//! `req.headers`, `resp.status`, `resp.status_code`. `log` writes into minigun's error log at
+//! the named level (`info`, `warning`, `error`, `exception` with the traceback, …). A hook that
+//! raises is logged with its traceback and the server goes on, except where gunicorn stops
+//! too: `on_starting` (the master does not start) and `post_fork`/`post_worker_init` (the
+//! worker counts as failed to boot).
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::BoundObject;
+
+use super::interpreter::format_traceback;
+use crate::config::Settings;
+use crate::log::Level;
+
+/// Writes one line from a hook's `log` into the error log.
+#[pyfunction]
+fn log_line(level: u8, text: &str) {
+    let level = match level {
+        0 => Level::Debug,
+        1 => Level::Info,
+        2 => Level::Warning,
+        3 => Level::Error,
+        _ => Level::Critical,
+    };
+    crate::log::log(level, format_args!("{}", text.trim_end()));
+}
+
+/// The Python side: the objects hooks receive.
+const SUPPORT: &std::ffi::CStr = cr#"
+import traceback
+
+class Log:
+    """What `server.log` and `worker.log` are: gunicorn's logger methods, into minigun's log."""
+    def __init__(self, write):
+        self._write = write
+    def _emit(self, level, msg, args):
+        try:
+            text = msg % args if args else str(msg)
+        except Exception:
+            text = "%s %r" % (msg, args)
+        self._write(level, text)
+    def debug(self, msg, *args, **kw): self._emit(0, msg, args)
+    def info(self, msg, *args, **kw): self._emit(1, msg, args)
+    def warning(self, msg, *args, **kw): self._emit(2, msg, args)
+    warn = warning
+    def error(self, msg, *args, **kw): self._emit(3, msg, args)
+    def critical(self, msg, *args, **kw): self._emit(4, msg, args)
+    def exception(self, msg, *args, **kw):
+        self._emit(3, msg, args)
+        self._write(3, traceback.format_exc().rstrip())
+    def log(self, lvl, msg, *args, **kw):
+        self._emit({10: 0, 20: 1, 30: 2, 40: 3, 50: 4}.get(lvl, 1), msg, args)
+
+class Config:
+    """`cfg`: the settings by their config-file names."""
+    def __init__(self, settings):
+        self.__dict__.update(settings)
+    def __repr__(self):
+        return "Config(%r)" % self.__dict__
+
+class Server:
+    """The master, as hooks see it (gunicorn's Arbiter)."""
+    def __init__(self, pid, log, cfg, num_workers):
+        self.pid = pid
+        self.log = log
+        self.cfg = cfg
+        self.num_workers = num_workers
+        self.LISTENERS = []
+        self.WORKERS = {}
+
+class Worker:
+    """A worker, as hooks see it."""
+    def __init__(self, pid, ppid, age, log, cfg):
+        self.pid = pid
+        self.ppid = ppid
+        self.age = age
+        self.log = log
+        self.cfg = cfg
+        self.alive = True
+        self.booted = False
+        self.nr = 0
+    def __repr__(self):
+        return "<Worker %s>" % self.pid
+
+class Request:
+    """A request, as pre_request and post_request see it (gunicorn's http.Request)."""
+    def __init__(self, method, uri, path, query, version, headers, scheme, peer):
+        self.method = method
+        self.uri = uri
+        self.path = path
+        self.query = query
+        self.fragment = ""
+        self.version = version
+        self.headers = headers
+        self.scheme = scheme
+        self.peer_addr = peer
+        self.remote_addr = peer
+
+class Response:
+    """A response, as post_request sees it (gunicorn's http.wsgi.Response)."""
+    def __init__(self, status, headers, sent):
+        self.status = status
+        try:
+            self.status_code = int(status.split(None, 1)[0])
+        except (ValueError, IndexError):
+            self.status_code = 500
+        self.headers = headers
+        self.sent = sent
+        self.response_length = sent
+"#;
+
+/// A config file's hooks, loaded into this process's interpreter.
+pub struct Hooks {
+    /// The hook functions by name.
+    fns: Py<PyDict>,
+    /// The support module's classes.
+    support: Py<PyDict>,
+    /// The `server` object.
+    pub server: Py<PyAny>,
+    /// This process's `worker` object, once it is a worker.
+    pub worker: Option<Py<PyAny>>,
+}
+
+impl Hooks {
+    /// Runs the config file (if any) in this interpreter and collects its hooks. An exception
+    /// in the file is returned with its traceback.
+    pub fn load(py: Python<'_>, settings: &Settings) -> Result<Hooks, String> {
+        let run = || -> PyResult<Hooks> {
+            let support = PyDict::new(py);
+            py.run(SUPPORT, Some(&support), None)?;
+            let fns = PyDict::new(py);
+            if let Some(path) = &settings.config {
+                let ns = py.import("runpy")?.call_method1(
+                    "run_path",
+                    (path.to_string_lossy(), PyDict::new(py), "__config__"),
+                )?;
+                for (name, _) in crate::config::HOOKS {
+                    if let Some(f) = ns.get_item(*name).ok().filter(|f| f.is_callable()) {
+                        fns.set_item(*name, f)?;
+                    }
+                }
+            }
+            let log = Self::make_log(py, &support)?;
+            let cfg = Self::make_cfg(py, &support, settings)?;
+            let server = support.get_item("Server")?.ok_or_else(missing)?.call1((
+                crate::sys::getpid(),
+                log,
+                cfg,
+                settings.workers,
+            ))?;
+            Ok(Hooks {
+                fns: fns.unbind(),
+                support: support.unbind(),
+                server: server.unbind(),
+                worker: None,
+            })
+        };
+        run().map_err(|e| format_traceback(py, &e))
+    }
+
+    fn make_log<'py>(py: Python<'py>, support: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
+        let write = wrap_pyfunction!(log_line, py)?;
+        support
+            .get_item("Log")?
+            .ok_or_else(missing)?
+            .call1((write,))
+    }
+
+    fn make_cfg<'py>(
+        py: Python<'py>,
+        support: &Bound<'py, PyDict>,
+        settings: &Settings,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let d = PyDict::new(py);
+        for line in settings.describe().lines() {
+            if let Some((k, v)) = line.split_once(" = ") {
+                d.set_item(k.trim(), v)?;
+            }
+        }
+        // The numbers hooks compute with, as numbers.
+        d.set_item("workers", settings.workers)?;
+        d.set_item("threads", settings.threads)?;
+        d.set_item("timeout", settings.timeout)?;
+        d.set_item("graceful_timeout", settings.graceful_timeout)?;
+        d.set_item("keepalive", settings.keepalive)?;
+        d.set_item("max_requests", settings.max_requests)?;
+        d.set_item("bind", settings.bind.clone())?;
+        d.set_item("preload_app", settings.preload_app)?;
+        support.get_item("Config")?.ok_or_else(missing)?.call1((d,))
+    }
+
+    /// Another handle on the same hooks (the Python objects are shared).
+    pub fn clone_ref(&self, py: Python<'_>) -> Hooks {
+        Hooks {
+            fns: self.fns.clone_ref(py),
+            support: self.support.clone_ref(py),
+            server: self.server.clone_ref(py),
+            worker: self.worker.as_ref().map(|w| w.clone_ref(py)),
+        }
+    }
+
+    /// True when the config file defines `name`.
+    pub fn has(&self, py: Python<'_>, name: &str) -> bool {
+        self.fns.bind(py).contains(name).unwrap_or(false)
+    }
+
+    /// A `worker` object for a worker of spawn order `age` (pid 0 before it is forked).
+    pub fn new_worker(&self, py: Python<'_>, pid: i32, ppid: i32, age: u64) -> PyResult<Py<PyAny>> {
+        let server = self.server.bind(py);
+        let support = self.support.bind(py);
+        let w = support.get_item("Worker")?.ok_or_else(missing)?.call1((
+            pid,
+            ppid,
+            age,
+            server.getattr("log")?,
+            server.getattr("cfg")?,
+        ))?;
+        Ok(w.unbind())
+    }
+
+    /// Calls hook `name` with `args`, if defined. Returns false when it raised; the traceback
+    /// is in the error log.
+    pub fn call<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        args: impl IntoPyObject<'py, Target = PyTuple>,
+    ) -> bool {
+        let Ok(Some(f)) = self.fns.bind(py).get_item(name) else {
+            return true;
+        };
+        match args
+            .into_pyobject(py)
+            .map_err(Into::into)
+            .and_then(|a| f.call1(a.into_bound()))
+        {
+            Ok(_) => true,
+            Err(e) => {
+                crate::error!(
+                    "Exception in {name} hook:\n{}",
+                    format_traceback(py, &e).trim_end()
+                );
+                false
+            }
+        }
+    }
+
+    /// Builds the `req` object of `pre_request`/`post_request`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request<'py>(
+        &self,
+        py: Python<'py>,
+        method: &str,
+        uri: &str,
+        path: &str,
+        query: &str,
+        minor: u8,
+        headers: Vec<(String, String)>,
+        scheme: &str,
+        peer: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let headers = PyList::new(py, headers)?;
+        self.support
+            .bind(py)
+            .get_item("Request")?
+            .ok_or_else(missing)?
+            .call1((method, uri, path, query, (1, minor), headers, scheme, peer))
+    }
+
+    /// Builds the `resp` object of `post_request`.
+    pub fn response<'py>(
+        &self,
+        py: Python<'py>,
+        status: &str,
+        headers: Vec<(String, String)>,
+        sent: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let headers = PyList::new(py, headers)?;
+        self.support
+            .bind(py)
+            .get_item("Response")?
+            .ok_or_else(missing)?
+            .call1((status, headers, sent))
+    }
+}
+
+fn missing() -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err("minigun's hook support classes are missing")
+}

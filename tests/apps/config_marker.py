@@ -1,0 +1,1 @@
+MARK = "imported by the config file"
