@@ -5,6 +5,7 @@
     python3 bench/bench.py --quick    # smoke test: 1 round, 2 s runs, 4 servers
     python3 bench/bench.py --only minigun,bjoern,hello,1w --duration 3
     python3 bench/bench.py --steps    # the book's steps 03/04/07 against minigun
+    python3 bench/bench.py --book     # every figure the book quotes (~6 min)
 
 It sets itself up first (Debian's wrk/libev-dev/nginx, the peers in
 bench/.venv, ``cargo build --release``), then runs every server on every
@@ -25,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import install, paths, report, runner, servers, steps, workloads  # noqa: E402
+from benchlib import book, install, paths, report, runner, servers, steps, workloads  # noqa: E402
 
 
 def parse_args(argv):
@@ -45,12 +46,16 @@ def parse_args(argv):
     p.add_argument("--reference", default="bjoern", help="server the ratios divide by (default bjoern)")
     p.add_argument("--steps", action="store_true",
                    help="compare the step binaries 03, 04, 07 with minigun instead (req/s, slow client)")
+    p.add_argument("--book", action="store_true",
+                   help="measure every figure the book quotes (steps 03-07, release builds) and "
+                        "rewrite book/figures.md and book/figures.json")
     p.add_argument("--no-setup", action="store_true", help="skip apt/pip/cargo (use what is there)")
     p.add_argument("--results", choices=("auto", "yes", "no"), default="auto",
                    help="rewrite bench/RESULTS.md (auto: only for a full default run)")
     p.add_argument("--report", metavar="RUN.json",
                    help="measure nothing: redo the tables from a raw bench/out/run-*.json "
-                        "(e.g. with another --reference)")
+                        "(e.g. with another --reference); with --book, book/figures.md from "
+                        "book/figures.json")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (2 if args.quick else 3)
@@ -97,16 +102,25 @@ def main(argv=None):
     signal.signal(signal.SIGHUP, interrupted)
 
     os.makedirs(os.path.join(paths.OUT, "logs"), exist_ok=True)
+    if args.report and args.book:
+        return 1 if book.rerender() else 0
     if args.report:
         return rerender(args)
     setup = install.Setup()
     packages = ("minigun",) + (steps.PACKAGES if args.steps else ())
-    if not args.no_setup:
+    if args.book:
+        # Only wrk and the steps' release builds: none of the peer servers.
+        if not args.no_setup:
+            install.ensure_apt(setup, ["wrk"])
+            install.build_minigun(setup, book.PACKAGES)
+    elif not args.no_setup:
         install.ensure_all(setup, packages)
     else:
         install.make_data_file()
         install.collect_versions(setup)
     try:
+        if args.book:
+            return book.main(args, setup)
         if args.steps:
             return steps.main(args, setup)
         return run_peers(args, setup)
@@ -280,7 +294,7 @@ def render(meta, summary, s_names, w_names, c_names, missing, reference):
         lines.append("Not measured: " + "; ".join(f"{k} ({report._short(val, 200)})"
                                                    for k, val in sorted(missing.items())) + ".")
         lines.append("")
-    lines += ["## Targets from issue 5", "", report.targets(summary), "",
+    lines += ["## minigun's targets", "", report.targets(summary), "",
               "## All figures", "",
               report.tables(summary, s_names, w_names, c_names, reference, missing),
               "<!-- ANCHOR_END: results -->", ""]

@@ -2,7 +2,9 @@
 # The project's one test command (README, "Set up"; .ci/run calls it). On a fresh machine it
 #   1. makes .venv from the python3 minigun builds against, and installs examples/requirements.txt
 #      into it (skipped on later runs while requirements.txt is unchanged);
-#   2. installs nginx, openssl and unshare from Debian when missing (tests/deploy.rs needs them);
+#   2. installs from Debian what the tests run and is missing: nginx, openssl and unshare
+#      (tests/deploy.rs), and the reader's tools for the book's commands (curl, netcat-openbsd,
+#      wrk, procps, iproute2) and headless Chromium (tests/book_*.rs);
 #   3. installs mdbook with cargo if it is not on PATH;
 #   4. runs cargo fmt --check, clippy with warnings as errors, every workspace test (the framework
 #      tests must run, not skip), and builds the book;
@@ -45,11 +47,21 @@ fi
 # -- Debian packages --------------------------------------------------------------------------
 # tests/deploy.rs runs the shipped nginx site config in front of minigun (nginx, with openssl
 # for its throwaway certificate) and minigun as PID 1 of a new PID namespace (util-linux's
-# unshare). Installed when missing, as root on Debian; elsewhere install them yourself.
+# unshare). tests/book_commands.rs runs every command the book prints, with the reader's tools,
+# and tests/book_browser.rs opens the built book in headless Chromium. Whatever is missing is
+# installed as root on Debian; elsewhere install it yourself. With MINIGUN_REQUIRE_BOOK_TOOLS
+# set (below), a book tool still missing fails those tests instead of skipping them.
+wanted_tools=(nginx:nginx-light openssl:openssl unshare:util-linux curl:curl nc:netcat-openbsd
+  wrk:wrk ps:procps pgrep:procps ss:iproute2 chromium-headless-shell:chromium-headless-shell)
 missing=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+for pair in "${wanted_tools[@]}"; do
+  tool=${pair%%:*} package=${pair#*:}
+  if command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ]; then continue; fi
+  [[ " ${missing[*]} " == *" $package "* ]] || missing+=("$package")
+done
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${missing[*]} (apt-get)"
@@ -61,15 +73,19 @@ if [ ${#missing[@]} -gt 0 ]; then
       printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
     fi
     installed=0
-    apt-get update -qq &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null || installed=$?
+    if apt-get update -qq; then
+      # Debian releases before bookworm ship the headless browser only inside chromium.
+      apt_install "${missing[@]}" ||
+        apt_install "${missing[@]/chromium-headless-shell/chromium}" || installed=$?
+    else
+      installed=1
+    fi
     if [ -n "$made_policy" ]; then rm -f "$policy"; fi
     if [ "$installed" -ne 0 ]; then
-      say "apt-get install ${missing[*]} failed: tests/deploy.rs will fail"
+      say "apt-get install ${missing[*]} failed: tests/deploy.rs or the book's tests will fail"
     fi
   else
-    say "missing ${missing[*]}: tests/deploy.rs will fail; install them (not root or not Debian)"
+    say "missing ${missing[*]}: tests/deploy.rs or the book's tests will fail; install them (not root or not Debian)"
   fi
 fi
 export PATH="$PATH:/usr/sbin"
@@ -80,6 +96,7 @@ if [ -f book/book.toml ] && ! command -v mdbook >/dev/null 2>&1; then
   say "installing mdbook (cargo install mdbook --locked)"
   cargo install mdbook --locked --quiet
 fi
+export MINIGUN_REQUIRE_BOOK_TOOLS=1
 
 # -- the checks -------------------------------------------------------------------------------
 export PYO3_PYTHON=$base_python

@@ -55,12 +55,12 @@ def _dpkg_installed(pkg):
     return out.returncode == 0 and "install ok installed" in out.stdout
 
 
-def ensure_apt(setup):
+def ensure_apt(setup, packages=APT_PACKAGES):
     """Installs the Debian packages that are missing (apt-get update first, once)."""
     if not shutil.which("dpkg-query"):
-        log("  not a Debian system: install wrk, libev-dev and nginx yourself")
+        log(f"  not a Debian system: install {', '.join(packages)} yourself")
         return
-    missing = [p for p in APT_PACKAGES if not _dpkg_installed(p)]
+    missing = [p for p in packages if not _dpkg_installed(p)]
     if not missing:
         return
     if os.geteuid() != 0:

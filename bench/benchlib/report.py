@@ -102,7 +102,7 @@ def _short(text, n=140):
 
 
 def targets(summary):
-    """The issue's targets, each with the measured ratio (1 worker, pinned).
+    """minigun's targets, each with the measured ratio (1 worker, pinned).
 
     Returns markdown rows; a target whose figures are missing says "not yet
     measured" rather than guessing.

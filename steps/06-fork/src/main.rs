@@ -115,7 +115,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(message) => {
-            eprintln!("error: {message} (see --help)");
+            log!("error: {message} (see --help)");
             return ExitCode::from(2);
         }
     };
@@ -125,14 +125,14 @@ fn main() -> ExitCode {
     let listener = match TcpListener::bind(&config.bind) {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", config.bind);
+            log!("error: cannot listen on {}: {e}", config.bind);
             return ExitCode::FAILURE;
         }
     };
     // With port 0 the kernel picked the port, so ask the socket which one it got.
     match listener.local_addr() {
         Ok(addr) => println!("Listening on http://{addr}"),
-        Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
+        Err(e) => log!("warning: cannot read the bound address: {e}"),
     }
     // Tests and scripts read that line through a pipe, where stdout is not flushed by itself.
     let _ = io::stdout().flush();
@@ -142,7 +142,7 @@ fn main() -> ExitCode {
     let app = match wsgi::App::load(&config.app) {
         Ok(app) => app,
         Err(message) => {
-            eprintln!("error: {message}");
+            log!("error: {message}");
             return ExitCode::from(4); // gunicorn's APP_LOAD_ERROR
         }
     };
@@ -150,7 +150,7 @@ fn main() -> ExitCode {
     match serve(&listener, &config, &app) {
         Ok(never) => match never {},
         Err(e) => {
-            eprintln!("error: {e}");
+            log!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -185,7 +185,7 @@ fn serve(listener: &TcpListener, config: &Config, app: &wsgi::App) -> io::Result
                 Err(e) => {
                     // Usually "too many open files". Retrying at once would spin the CPU, so
                     // back off a little; the waiting clients stay queued in the backlog.
-                    eprintln!("accept failed: {e}");
+                    log!("accept failed: {e}");
                     thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -202,7 +202,7 @@ fn spawn_child(stream: TcpStream, peer: SocketAddr, config: &Config, app: &wsgi:
             // Only the child traces: its lines and the parent's would race for the terminal.
             trace!("forked: this child serves fd {}", stream.as_raw_fd());
             if let Err(e) = handle_connection(stream, config, app) {
-                eprintln!("{peer}: {e}");
+                log!("{peer}: {e}");
             }
             app.flush_output();
             trace!("child exits");
@@ -210,7 +210,7 @@ fn spawn_child(stream: TcpStream, peer: SocketAddr, config: &Config, app: &wsgi:
         }
         Ok(sys::Fork::Parent) => {}
         Err(e) => {
-            eprintln!("fork failed: {e}");
+            log!("fork failed: {e}");
             reject(stream);
         }
     }

@@ -80,7 +80,7 @@ impl Arbiter {
                 .is_some_and(|deadline| Instant::now() >= deadline)
             {
                 for &pid in &self.workers {
-                    eprintln!("[{pid}] Worker did not stop in time; killing it");
+                    log!("[{pid}] Worker did not stop in time; killing it");
                     let _ = sys::kill(pid, libc::SIGKILL);
                 }
             }
@@ -96,7 +96,7 @@ impl Arbiter {
             // Traced before the fork, so it never races with the new worker's own lines.
             trace!("master: {running} of {wanted} workers running, forking one");
             if let Err(e) = self.spawn_worker() {
-                eprintln!("fork failed: {e}"); // tried again on the next pass, a second later
+                log!("fork failed: {e}"); // tried again on the next pass, a second later
                 return;
             }
         }
@@ -120,12 +120,12 @@ impl Arbiter {
         for (pid, status) in sys::reap_children() {
             self.workers.retain(|&worker| worker != pid);
             if status.signal() == Some(libc::SIGKILL) {
-                eprintln!("[{pid}] Worker was sent SIGKILL! Perhaps out of memory?");
+                log!("[{pid}] Worker was sent SIGKILL! Perhaps out of memory?");
             } else {
-                eprintln!("[{pid}] Worker exited ({status})");
+                log!("[{pid}] Worker exited ({status})");
             }
             if status.code() == Some(APP_LOAD_ERROR.into()) && self.stopping.is_none() {
-                eprintln!("App failed to load in a worker; shutting down");
+                log!("App failed to load in a worker; shutting down");
                 self.exit_code = APP_LOAD_ERROR;
                 self.stop();
             }
@@ -140,7 +140,7 @@ impl Arbiter {
         if self.stopping.is_some() {
             return; // a second TERM or INT changes nothing
         }
-        eprintln!("Shutting down: waiting for {} workers", self.workers.len());
+        log!("Shutting down: waiting for {} workers", self.workers.len());
         self.stopping = Some(Instant::now() + GRACEFUL_TIMEOUT);
         for &pid in &self.workers {
             let _ = sys::kill(pid, libc::SIGTERM);

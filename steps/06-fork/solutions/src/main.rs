@@ -135,7 +135,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(message) => {
-            eprintln!("error: {message} (see --help)");
+            log!("error: {message} (see --help)");
             return ExitCode::from(2);
         }
     };
@@ -145,14 +145,14 @@ fn main() -> ExitCode {
     let listener = match TcpListener::bind(&config.bind) {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", config.bind);
+            log!("error: cannot listen on {}: {e}", config.bind);
             return ExitCode::FAILURE;
         }
     };
     // With port 0 the kernel picked the port, so ask the socket which one it got.
     match listener.local_addr() {
         Ok(addr) => println!("Listening on http://{addr}"),
-        Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
+        Err(e) => log!("warning: cannot read the bound address: {e}"),
     }
     // Tests and scripts read that line through a pipe, where stdout is not flushed by itself.
     let _ = io::stdout().flush();
@@ -162,7 +162,7 @@ fn main() -> ExitCode {
     let app = match wsgi::App::load(&config.app) {
         Ok(app) => app,
         Err(message) => {
-            eprintln!("error: {message}");
+            log!("error: {message}");
             return ExitCode::from(4); // gunicorn's APP_LOAD_ERROR
         }
     };
@@ -170,7 +170,7 @@ fn main() -> ExitCode {
     match serve(&listener, &config, &app) {
         Ok(never) => match never {},
         Err(e) => {
-            eprintln!("error: {e}");
+            log!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -204,7 +204,7 @@ fn serve(listener: &TcpListener, config: &Config, app: &wsgi::App) -> io::Result
                 Ok((stream, peer)) => {
                     trace!("accepted fd {} from {peer}", stream.as_raw_fd());
                     if children.len() >= config.max_children {
-                        eprintln!("{peer}: {} children running, answering 503", children.len());
+                        log!("{peer}: {} children running, answering 503", children.len());
                         reject(stream);
                     } else if let Some(pid) = spawn_child(stream, peer, config, app) {
                         children.insert(pid);
@@ -213,7 +213,7 @@ fn serve(listener: &TcpListener, config: &Config, app: &wsgi::App) -> io::Result
                 Err(e) => {
                     // Usually "too many open files". Retrying at once would spin the CPU, so
                     // back off a little; the waiting clients stay queued in the backlog.
-                    eprintln!("accept failed: {e}");
+                    log!("accept failed: {e}");
                     thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -236,7 +236,7 @@ fn spawn_child(
             // Only the child traces: its lines and the parent's would race for the terminal.
             trace!("forked: this child serves fd {}", stream.as_raw_fd());
             if let Err(e) = handle_connection(stream, config, app) {
-                eprintln!("{peer}: {e}");
+                log!("{peer}: {e}");
             }
             app.flush_output();
             trace!("child exits");
@@ -246,7 +246,7 @@ fn spawn_child(
         // child: the kernel closes it only when every process holding it has closed it.
         Ok(sys::Fork::Parent(pid)) => Some(pid),
         Err(e) => {
-            eprintln!("fork failed: {e}");
+            log!("fork failed: {e}");
             reject(stream);
             None
         }

@@ -1,7 +1,8 @@
 //! `--trace`: one line on stderr for each thing the server does, so that a class can watch the
 //! mechanism at work while it runs. Chapter 1 introduces it; every step has this file, and
-//! only the lines that call `trace!` change from step to step, except one: from step 06 on
-//! there are several processes, so each line starts with the pid of the one that wrote it.
+//! only the lines that call `trace!` change from step to step, except two: from step 06 on
+//! there are several processes, so each line starts with the pid of the one that wrote it,
+//! and `log!` takes the place of `eprintln!` for the lines printed without `--trace`.
 //!
 //! Why stderr: stdout carries the one line scripts and tests read ("Listening on ..."), and
 //! stderr is unbuffered, so each line leaves the moment its event happens, already in the
@@ -37,6 +38,23 @@ macro_rules! trace {
 /// Formats one trace line and writes it in one piece (the part of `trace!` that runs only
 /// when tracing is on).
 pub fn write_line(args: std::fmt::Arguments) {
-    let line = format!("trace: [{}] {args}\n", std::process::id());
+    write_whole(format_args!("trace: [{}] {args}", std::process::id()));
+}
+
+// ANCHOR: log
+/// `eprintln!` for a program of several processes: the line is formatted first and written
+/// with one `write(2)`. `eprintln!` hands the kernel a line in pieces (the text, each value,
+/// the newline), so two processes printing at the same moment could mix their lines.
+macro_rules! log {
+    ($($arg:tt)*) => {
+        $crate::trace::write_whole(format_args!($($arg)*))
+    };
+}
+// ANCHOR_END: log
+
+/// Writes `args` and a newline to stderr in one piece. A write of up to `PIPE_BUF` (4096)
+/// bytes to a pipe is atomic (pipe(7)), and a terminal takes a short line whole.
+pub fn write_whole(args: std::fmt::Arguments) {
+    let line = format!("{args}\n");
     let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
 }

@@ -117,7 +117,7 @@ impl Arbiter {
                 .is_some_and(|deadline| Instant::now() >= deadline)
             {
                 for worker in &self.workers {
-                    eprintln!("[{}] Worker did not stop in time; killing it", worker.pid);
+                    log!("[{}] Worker did not stop in time; killing it", worker.pid);
                     let _ = sys::kill(worker.pid, libc::SIGKILL);
                 }
             }
@@ -133,7 +133,7 @@ impl Arbiter {
         while self.stopping.is_none() && serving(&self.workers) > self.config.workers {
             // The oldest goes, as in gunicorn: it has run longest, and grown the most.
             if let Some(oldest) = self.workers.iter_mut().find(|w| !w.retiring) {
-                eprintln!("[{}] Retiring the oldest worker", oldest.pid);
+                log!("[{}] Retiring the oldest worker", oldest.pid);
                 let _ = sys::kill(oldest.pid, libc::SIGTERM);
                 oldest.retiring = true;
             }
@@ -143,7 +143,7 @@ impl Arbiter {
             // Traced before the fork, so it never races with the new worker's own lines.
             trace!("master: {running} of {wanted} workers running, forking one");
             if let Err(e) = self.spawn_worker() {
-                eprintln!("fork failed: {e}"); // tried again on the next pass, a second later
+                log!("fork failed: {e}"); // tried again on the next pass, a second later
                 return;
             }
         }
@@ -171,7 +171,7 @@ impl Arbiter {
             let beat = worker.heartbeat.metadata().and_then(|m| m.modified());
             let silent = beat.ok().and_then(|beat| beat.elapsed().ok());
             if silent.is_some_and(|silent| silent > self.config.timeout) {
-                eprintln!(
+                log!(
                     "[{}] WORKER TIMEOUT: no heartbeat for {silent:?}",
                     worker.pid
                 );
@@ -190,12 +190,12 @@ impl Arbiter {
         for (pid, status) in sys::reap_children() {
             self.workers.retain(|worker| worker.pid != pid);
             if status.signal() == Some(libc::SIGKILL) {
-                eprintln!("[{pid}] Worker was sent SIGKILL! Perhaps out of memory?");
+                log!("[{pid}] Worker was sent SIGKILL! Perhaps out of memory?");
             } else {
-                eprintln!("[{pid}] Worker exited ({status})");
+                log!("[{pid}] Worker exited ({status})");
             }
             if status.code() == Some(APP_LOAD_ERROR.into()) && self.stopping.is_none() {
-                eprintln!("App failed to load in a worker; shutting down");
+                log!("App failed to load in a worker; shutting down");
                 self.exit_code = APP_LOAD_ERROR;
                 self.stop();
             }
@@ -210,7 +210,7 @@ impl Arbiter {
         if self.stopping.is_some() {
             return; // a second TERM or INT changes nothing
         }
-        eprintln!("Shutting down: waiting for {} workers", self.workers.len());
+        log!("Shutting down: waiting for {} workers", self.workers.len());
         self.stopping = Some(Instant::now() + GRACEFUL_TIMEOUT);
         for worker in &self.workers {
             let _ = sys::kill(worker.pid, libc::SIGTERM);
@@ -219,7 +219,7 @@ impl Arbiter {
         // not do it (every worker holds one); shutting the socket down does, for all copies.
         // After the kills, so that idle workers see their SIGTERM rather than a dead listener.
         if let Err(e) = sys::stop_listening(&self.listener) {
-            eprintln!("cannot stop listening: {e}");
+            log!("cannot stop listening: {e}");
         }
     }
     // ANCHOR_END: stop

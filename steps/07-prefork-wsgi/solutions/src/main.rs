@@ -133,7 +133,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(message) => {
-            eprintln!("error: {message} (see --help)");
+            log!("error: {message} (see --help)");
             return ExitCode::from(2);
         }
     };
@@ -143,14 +143,14 @@ fn main() -> ExitCode {
     let listener = match TcpListener::bind(&config.bind) {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", config.bind);
+            log!("error: cannot listen on {}: {e}", config.bind);
             return ExitCode::FAILURE;
         }
     };
     // With port 0 the kernel picked the port, so ask the socket which one it got.
     match listener.local_addr() {
         Ok(addr) => println!("Listening on http://{addr}"),
-        Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
+        Err(e) => log!("warning: cannot read the bound address: {e}"),
     }
     // Tests and scripts read that line through a pipe, where stdout is not flushed by itself.
     let _ = io::stdout().flush();
@@ -160,7 +160,7 @@ fn main() -> ExitCode {
     match arbiter.run() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            log!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -181,21 +181,21 @@ fn run_worker(listener: &TcpListener, config: &Config, heartbeat: &File) -> ! {
     let wake = match sys::signal_pipe(&[libc::SIGTERM, libc::SIGINT]) {
         Ok(fd) => fd,
         Err(e) => {
-            eprintln!("worker cannot set up signals: {e}");
+            log!("worker cannot set up signals: {e}");
             sys::exit_child(1);
         }
     };
-    eprintln!("Booting worker with pid: {}", std::process::id());
+    log!("Booting worker with pid: {}", std::process::id());
     let app = match wsgi::App::load(&config.app) {
         Ok(app) => app,
         Err(msg) => {
-            eprintln!("error: {msg}");
+            log!("error: {msg}");
             sys::exit_child(APP_LOAD_ERROR.into());
         }
     };
     // Non-blocking, because every idle worker wakes for a new client and only one gets it.
     if let Err(e) = listener.set_nonblocking(true) {
-        eprintln!("worker cannot configure the listener: {e}");
+        log!("worker cannot configure the listener: {e}");
         sys::exit_child(1);
     }
     let fds = [listener.as_raw_fd(), wake];
@@ -223,14 +223,14 @@ fn run_worker(listener: &TcpListener, config: &Config, heartbeat: &File) -> ! {
                 Ok((stream, peer)) => {
                     trace!("worker took fd {} from {peer}", stream.as_raw_fd());
                     if let Err(e) = handle_connection(stream, config, &app) {
-                        eprintln!("{peer}: {e}");
+                        log!("{peer}: {e}");
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     trace!("another worker won the race for that connection");
                 }
                 Err(e) => {
-                    eprintln!("accept failed: {e}");
+                    log!("accept failed: {e}");
                     thread::sleep(Duration::from_millis(100));
                 }
             }
