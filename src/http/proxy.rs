@@ -413,7 +413,16 @@ impl AllowList {
                     .filter(|&p| p <= bits)
                     .ok_or_else(|| format!("invalid network '{item}' (prefix 0 to {bits})"))?,
             };
-            nets.push((ip, prefix));
+            // `::ffff:a.b.c.d` is how an IPv4 peer looks on a dual-stack listener, and peers
+            // are matched in their IPv4 form (see `allows`): store such entries that way too.
+            let net = match ip {
+                IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+                    Some(v4) => (IpAddr::V4(v4), prefix - 96),
+                    None => (ip, prefix),
+                },
+                _ => (ip, prefix),
+            };
+            nets.push(net);
         }
         Ok(if anyone {
             AllowList::Anyone
@@ -422,15 +431,20 @@ impl AllowList {
         })
     }
 
-    /// True when `peer` may send a header. An IPv4 peer on a dual-stack listener arrives as
-    /// `::ffff:a.b.c.d` and is matched as the IPv4 address it is.
+    /// True when `peer` may send a header. An IPv4 client and its IPv4-mapped IPv6 form
+    /// (`::ffff:a.b.c.d`, how it arrives on a dual-stack listener) are one peer: either form
+    /// may match, so `10.0.0.0/8` and `::ffff:10.0.0.0/104` allow the same clients.
     pub fn allows(&self, peer: IpAddr) -> bool {
-        let peer = peer.to_canonical();
+        let v4 = peer.to_canonical();
+        let v6 = match v4 {
+            IpAddr::V4(a) => IpAddr::V6(a.to_ipv6_mapped()),
+            v6 => v6,
+        };
         match self {
             AllowList::Anyone => true,
             AllowList::Only(nets) => nets
                 .iter()
-                .any(|&(net, prefix)| in_network(peer, net, prefix)),
+                .any(|&(net, prefix)| in_network(v4, net, prefix) || in_network(v6, net, prefix)),
         }
     }
 }
@@ -987,6 +1001,18 @@ mod tests {
         assert_eq!(AllowList::parse("10.0.0.1, *"), Ok(AllowList::Anyone));
         assert!(AllowList::parse("*, junk").is_err());
         assert_eq!(AllowList::parse(""), Ok(AllowList::Only(Vec::new())));
+        let mapped = AllowList::parse("::ffff:10.0.0.1, ::ffff:192.168.0.0/112").expect("mapped");
+        assert!(mapped.allows(ip("10.0.0.1")));
+        assert!(mapped.allows(ip("::ffff:10.0.0.1")));
+        assert!(mapped.allows(ip("192.168.3.4")));
+        assert_eq!(mapped.to_string(), "10.0.0.1,192.168.0.0/16");
+        // Found by fuzz/ `proxy`: a mapped address in a network wider than the mapped range.
+        let wide = AllowList::parse("::ffff:192.168.0.0/1").expect("wide");
+        assert!(wide.allows(ip("::ffff:192.168.0.0")));
+        assert!(wide.allows(ip("192.168.0.0")));
+        assert!(AllowList::parse("::/0")
+            .expect("all v6")
+            .allows(ip("8.8.8.8")));
         assert!(AllowList::parse("10.0.0.0/33").is_err());
         assert!(AllowList::parse("localhost").is_err());
         assert!(AllowList::parse("::/129").is_err());
