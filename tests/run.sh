@@ -2,7 +2,8 @@
 # The project's one test command (README, "Set up"; .ci/run calls it). On a fresh machine it
 #   1. makes .venv from the python3 minigun builds against, and installs examples/requirements.txt
 #      into it (skipped on later runs while requirements.txt is unchanged);
-#   2. installs nginx, openssl and unshare from Debian when missing (tests/deploy.rs needs them);
+#   2. installs nginx, openssl, unshare (tests/deploy.rs) and haproxy (tests/proxy.rs) from Debian
+#      when missing;
 #   3. installs mdbook with cargo if it is not on PATH;
 #   4. runs cargo fmt --check, clippy with warnings as errors, every workspace test (the framework
 #      tests must run, not skip), and builds the book;
@@ -45,16 +46,18 @@ fi
 # -- Debian packages --------------------------------------------------------------------------
 # tests/deploy.rs runs the shipped nginx site config in front of minigun (nginx, with openssl
 # for its throwaway certificate) and minigun as PID 1 of a new PID namespace (util-linux's
-# unshare). Installed when missing, as root on Debian; elsewhere install them yourself.
+# unshare); tests/proxy.rs runs HAProxy in front with send-proxy and send-proxy-v2. Installed
+# when missing, as root on Debian; elsewhere install them yourself.
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${missing[*]} (apt-get)"
-    # Without a policy-rc.d that says no, the package's postinst would start nginx as a
-    # service on port 80; the tests start their own nginx, so keep that from happening.
+    # Without a policy-rc.d that says no, the packages' postinst would start nginx (on port 80)
+    # and haproxy as services; the tests start their own, so keep that from happening.
     policy=/usr/sbin/policy-rc.d
     made_policy=
     if [ ! -e "$policy" ]; then
@@ -66,10 +69,10 @@ if [ ${#missing[@]} -gt 0 ]; then
         "${missing[@]}" >/dev/null || installed=$?
     if [ -n "$made_policy" ]; then rm -f "$policy"; fi
     if [ "$installed" -ne 0 ]; then
-      say "apt-get install ${missing[*]} failed: tests/deploy.rs will fail"
+      say "apt-get install ${missing[*]} failed: tests/deploy.rs or tests/proxy.rs will fail"
     fi
   else
-    say "missing ${missing[*]}: tests/deploy.rs will fail; install them (not root or not Debian)"
+    say "missing ${missing[*]}: tests/deploy.rs or tests/proxy.rs will fail; install them (not root or not Debian)"
   fi
 fi
 export PATH="$PATH:/usr/sbin"
