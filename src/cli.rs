@@ -69,7 +69,22 @@ fn parse_args(args: &[String], source: &str) -> Result<Parsed, ConfigError> {
         };
         let setting = config::by_flag(&flag)
             .ok_or_else(|| ConfigError(format!("{source}unrecognized arguments: {arg}")))?;
-        let value = if setting.metavar.is_none() {
+        let value = if setting.metavar.is_some_and(|m| m.starts_with('[')) {
+            // An optional value (argparse's `nargs='?'`, `--proxy-protocol [MODE]`): inline,
+            // or the next word when the setting takes it, else the flag alone means "true". So
+            // `--proxy-protocol app:app` serves app:app, as it did when gunicorn's flag was a
+            // switch.
+            match inline {
+                Some(v) => v,
+                None => match args.get(i) {
+                    Some(next) if (setting.apply)(&mut Settings::default(), next).is_ok() => {
+                        i += 1;
+                        next.clone()
+                    }
+                    _ => "true".to_owned(),
+                },
+            }
+        } else if setting.metavar.is_none() {
             if inline.is_some() {
                 return Err(ConfigError(format!(
                     "{source}argument {flag}: ignored explicit argument '{}'",
@@ -283,6 +298,36 @@ mod tests {
         assert_eq!(s.limit_request_field_size, 100);
         assert!(s.preload_app);
         assert_eq!(s.app.as_deref(), Some("app:app"));
+    }
+
+    #[test]
+    fn proxy_protocol_takes_an_optional_mode_as_gunicorn_does() {
+        use crate::http::proxy::{AllowList, Mode};
+        let s = run(&["--proxy-protocol", "app:app"]).expect("bare flag");
+        assert_eq!(s.proxy_protocol, Mode::Auto);
+        assert_eq!(s.app.as_deref(), Some("app:app"));
+        assert_eq!(s.proxy_allow_ips, AllowList::default());
+        let s = run(&["--proxy-protocol", "v2", "app:app"]).expect("separate mode");
+        assert_eq!(s.proxy_protocol, Mode::V2);
+        let s = run(&["--proxy-protocol=v1", "-w", "2", "app:app"]).expect("inline mode");
+        assert_eq!(s.proxy_protocol, Mode::V1);
+        assert_eq!(s.workers, 2);
+        let s = run(&["app:app", "--proxy-protocol", "--workers", "3"]).expect("before a flag");
+        assert_eq!(s.proxy_protocol, Mode::Auto);
+        assert_eq!(s.workers, 3);
+        assert_eq!(
+            run(&["app:app"]).expect("default").proxy_protocol,
+            Mode::Off
+        );
+        let e = run(&["--proxy-protocol=v3", "app:app"]).expect_err("bad mode");
+        assert!(
+            e.0.contains("--proxy-protocol") && e.0.contains("v3"),
+            "{e}"
+        );
+        let s = run(&["--proxy-allow-from", "10.0.0.0/8, ::1", "app:app"]).expect("networks");
+        assert_eq!(s.proxy_allow_ips.to_string(), "10.0.0.0/8,::1");
+        let e = run(&["--proxy-allow-from", "proxy.internal", "app:app"]).expect_err("a name");
+        assert!(e.0.contains("--proxy-allow-from"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::http::proxy;
 use crate::log::{Level, DEFAULT_ACCESS_FORMAT};
 
 /// Everything the arbiter and workers are told to do.
@@ -71,6 +72,10 @@ pub struct Settings {
     /// Peers whose `X-Forwarded-Proto`/`-Ssl` headers are trusted; `*` trusts everyone (unix-socket
     /// peers are trusted whatever this says, as in gunicorn).
     pub forwarded_allow_ips: Vec<String>,
+    /// Whether connections start with a PROXY protocol header, and which versions.
+    pub proxy_protocol: proxy::Mode,
+    /// Peers allowed to send a PROXY header (unix-socket peers always are, as in gunicorn).
+    pub proxy_allow_ips: proxy::AllowList,
     /// Switch workers to this user (name or uid) after binding.
     pub user: Option<u32>,
     /// Switch workers to this group (name or gid) after binding.
@@ -116,6 +121,8 @@ impl Default for Settings {
             preload_app: false,
             pidfile: None,
             forwarded_allow_ips: vec!["127.0.0.1".to_owned(), "::1".to_owned()],
+            proxy_protocol: proxy::Mode::Off,
+            proxy_allow_ips: proxy::AllowList::default(),
             user: None,
             group: None,
             umask: 0,
@@ -537,6 +544,28 @@ pub static SETTINGS: &[Setting] = &[
             Ok(())
         },
         doc: "Comma-separated proxy addresses whose X-Forwarded-Proto is trusted; '*' for any; unix-socket peers always. [127.0.0.1,::1]",
+    },
+    Setting {
+        name: "proxy_protocol",
+        flags: &["--proxy-protocol"],
+        // In brackets: the value is optional, as gunicorn's `nargs='?'` (see `cli`).
+        metavar: Some("[MODE]"),
+        apply: |s, v| {
+            s.proxy_protocol = proxy::Mode::parse(v)
+                .ok_or_else(|| format!("invalid value '{v}' (expected off, v1, v2 or auto)"))?;
+            Ok(())
+        },
+        doc: "Read a PROXY protocol header (HAProxy send-proxy/send-proxy-v2, AWS NLB) first on each connection from --proxy-allow-from: v1, v2, or auto (either; the flag alone). [off]",
+    },
+    Setting {
+        name: "proxy_allow_ips",
+        flags: &["--proxy-allow-from"],
+        metavar: Some("IPS"),
+        apply: |s, v| {
+            s.proxy_allow_ips = proxy::AllowList::parse(v)?;
+            Ok(())
+        },
+        doc: "Comma-separated addresses or CIDR networks that must send the PROXY header; '*' for any; unix-socket peers always. [127.0.0.1,::1]",
     },
     Setting {
         name: "user",

@@ -4,14 +4,16 @@
 //! it, never a guess from buffers, flags and counters:
 //!
 //! ```text
-//!            first byte            blank line            body complete
-//!   Idle ───────────────▶ Head ──────────────▶ Body ──────────────────▶ Ready ──▶ (the app)
-//!    ▲                      │  4xx               │ 4xx, 408                          │
-//!    │ keep-alive           ▼                    ▼                                   │
-//!    └──────────────── (answered) ◀──────────────────────────────────────────────────┘
-//!                            │ close
-//!                            ▼
-//!                        Lingering ──▶ closed
+//!  (--proxy-protocol)
+//!   Proxy ──┐ header read
+//!           ▼  first byte            blank line            body complete
+//!         Idle ───────────────▶ Head ──────────────▶ Body ──────────────────▶ Ready ──▶ (the app)
+//!          ▲                      │  4xx               │ 4xx, 408                          │
+//!          │ keep-alive           ▼                    ▼                                   │
+//!          └──────────────── (answered) ◀──────────────────────────────────────────────────┘
+//!                                  │ close
+//!                                  ▼
+//!                              Lingering ──▶ closed
 //! ```
 //!
 //! [`Conn::advance`] reads what the socket has (never waiting: the socket is non-blocking and
@@ -20,6 +22,18 @@
 //! into a [`Spool`] (memory, then a temporary file). A client that uploads slowly therefore
 //! holds a parked connection, not one of the worker's threads; and `Expect: 100-continue` is
 //! answered as soon as the head is accepted, as gunicorn answers it (PEP 3333 allows either).
+//!
+//! With `--proxy-protocol`, a connection starts in [`Phase::Proxy`] instead of `Idle`: the
+//! PROXY header a TCP balancer sends comes once per connection, before the first request, and
+//! names the client for all of them; so it is a phase of the connection, not a step of every
+//! request's head. Without the flag no connection ever enters it, and the only cost is one
+//! `match` arm never taken. The phase reads what has arrived and hands it to [`proxy::parse`]
+//! until the header is complete (it may come one byte at a time), then replaces `remote` and
+//! `port` with the client the header names, keeps the socket's own peer in `peer` (forwarded
+//! headers are trusted on that, never on what a header claims), drops the header from the
+//! buffer, and goes on to `Idle`, or to `Head` when the request came along. A peer outside
+//! `--proxy-allow-from` is not expected to send a header: its bytes are HTTP, and a header from
+//! it is refused (403, as gunicorn's `ForbiddenProxyRequest`).
 //!
 //! Memory is bounded twice for request heads: per connection by the `--limit-request-*`
 //! settings, and per worker by [`HEAD_BUDGET`], shared by every connection whose head buffer has
@@ -37,6 +51,7 @@ use pyo3::types::PyString;
 use crate::client::{self, Got};
 use crate::http::body::ChunkedDecoder;
 use crate::http::parse::parse_head;
+use crate::http::proxy::{self, Header};
 use crate::http::{Error, Framing, Head, HeadScanner, Limits, Status};
 use crate::sys;
 use crate::wsgi::input::Spool;
@@ -69,6 +84,8 @@ static HEAD_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// Where a connection is in its life.
 #[derive(Debug)]
 pub enum Phase {
+    /// Just accepted with `--proxy-protocol`: waiting for the PROXY header.
+    Proxy(ProxyIn),
     /// Between requests (or just accepted): waiting for a request's first byte.
     Idle,
     /// Part of a request head has arrived.
@@ -84,6 +101,16 @@ pub enum Phase {
         /// Bytes drained so far.
         drained: usize,
     },
+}
+
+/// What the PROXY phase expects of this connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyIn {
+    /// The header versions `--proxy-protocol` accepts.
+    mode: proxy::Mode,
+    /// The socket's peer is in `--proxy-allow-from`: it must send a header (the spec's "MUST
+    /// not try to guess whether the protocol header is present"). Otherwise it must not.
+    allowed: bool,
 }
 
 /// A body on its way in.
@@ -135,6 +162,10 @@ pub struct Conn {
     pub remote: String,
     /// The client's port for `REMOTE_PORT` (empty on unix sockets).
     pub port: String,
+    /// The socket's own peer address, kept here when a PROXY header replaced `remote` with the
+    /// client it relays (empty on unix sockets); `None` when `remote` is the socket's peer.
+    /// Trust in forwarded headers is decided on this, never on an address a header claims.
+    pub peer: Option<String>,
     /// `remote` and `port` as Python strings, made on the first request.
     pub py_strings: Option<(Py<PyString>, Py<PyString>)>,
     /// Bytes read and not consumed: the current head at the front (its spans point here), then
@@ -195,6 +226,7 @@ impl Conn {
             listener,
             remote,
             port,
+            peer: None,
             py_strings: None,
             buf: Vec::with_capacity(BUF_START),
             scanner: HeadScanner::default(),
@@ -210,9 +242,17 @@ impl Conn {
         }
     }
 
-    /// True between requests: nothing of a next request has arrived.
+    /// Makes a just-accepted connection start with the PROXY header (`--proxy-protocol`):
+    /// required from a peer in `--proxy-allow-from` (`allowed`), refused from any other.
+    pub fn expect_proxy_header(&mut self, mode: proxy::Mode, allowed: bool) {
+        if mode != proxy::Mode::Off {
+            self.phase = Phase::Proxy(ProxyIn { mode, allowed });
+        }
+    }
+
+    /// True between requests: nothing of a next request (or of the PROXY header) has arrived.
     pub fn is_idle(&self) -> bool {
-        matches!(self.phase, Phase::Idle) && self.buf.is_empty()
+        matches!(self.phase, Phase::Idle | Phase::Proxy(_)) && self.buf.is_empty()
     }
 
     /// True while a request is partly received: the sweeper answers 408 when its time is up.
@@ -220,7 +260,8 @@ impl Conn {
         match self.phase {
             Phase::Head | Phase::Body(_) | Phase::Ready(_) => true,
             Phase::Idle => !self.buf.is_empty(),
-            Phase::Lingering { .. } => false,
+            // No request has begun: a header that stalls is dropped without an HTTP answer.
+            Phase::Proxy(_) | Phase::Lingering { .. } => false,
         }
     }
 
@@ -229,6 +270,10 @@ impl Conn {
     pub fn advance(&mut self, rules: &Rules) -> Step {
         loop {
             let step = match &mut self.phase {
+                Phase::Proxy(expect) => {
+                    let expect = *expect;
+                    self.read_proxy(expect, rules)
+                }
                 Phase::Idle | Phase::Head => self.read_head(rules),
                 Phase::Body(_) => self.read_body(rules),
                 Phase::Ready(_) => return Step::Request,
@@ -264,6 +309,61 @@ impl Conn {
             }
             Ok(Got::Nothing) => Some(Step::Wait),
             Ok(Got::Eof) | Err(_) => Some(Step::Close),
+        }
+    }
+
+    /// Reads the PROXY header (or, from a peer that may not send one, checks that the bytes
+    /// are not one). `None`: the phase moved on.
+    fn read_proxy(&mut self, expect: ProxyIn, rules: &Rules) -> Option<Step> {
+        if !self.buf.is_empty() {
+            if expect.allowed {
+                match proxy::parse(&self.buf, expect.mode) {
+                    Err(e) => return Some(Step::Refuse(e.into())),
+                    Ok(Status::Complete((len, header))) => {
+                        self.proxy_header_read(len, header, rules);
+                        return None;
+                    }
+                    Ok(Status::Partial) => {}
+                }
+            } else {
+                match proxy::detect(&self.buf, expect.mode) {
+                    Status::Complete(Some(_)) => {
+                        return Some(Step::Refuse(Error::Forbidden(
+                            "PROXY header from a peer not in --proxy-allow-from",
+                        )))
+                    }
+                    Status::Complete(None) => {
+                        self.begin_request(rules);
+                        return None;
+                    }
+                    Status::Partial => {}
+                }
+            }
+        }
+        // The header is at most `proxy::V2_MAX` bytes; whatever follows it stays for `Head`.
+        let room = (self.buf.capacity() - self.buf.len()).max(4096);
+        match client::read_available(self.fd.as_raw_fd(), &mut self.buf, room) {
+            Ok(Got::Bytes(_)) => None,
+            Ok(Got::Nothing) => Some(Step::Wait),
+            Ok(Got::Eof) | Err(_) => Some(Step::Close),
+        }
+    }
+
+    /// The PROXY header is the first `len` bytes: the client it names is the connection's
+    /// remote from now on, for every request.
+    fn proxy_header_read(&mut self, len: usize, header: Header, rules: &Rules) {
+        self.buf.drain(..len);
+        if let Header::Proxied { source, .. } = header {
+            // As accept() writes a TCP peer: an IPv4 client relayed over IPv6 is a.b.c.d.
+            let client = source.ip().to_canonical().to_string();
+            self.peer = Some(std::mem::replace(&mut self.remote, client));
+            self.port = source.port().to_string();
+        }
+        if self.buf.is_empty() {
+            // The first request's clock keeps running from the accept.
+            self.phase = Phase::Idle;
+        } else {
+            self.begin_request(rules);
         }
     }
 

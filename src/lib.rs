@@ -11,10 +11,12 @@
 //!   (leader/followers) that accepts connections, parks the ones that wait, and hands complete
 //!   requests to the app.
 //! * [`conn`] is one connection's state machine: idle, reading a head, reading a body (spooled
-//!   in memory or a temporary file), ready for the app, lingering; and the memory bounds on
-//!   what clients may make it buffer.
-//! * [`http`] parses request heads and bodies and frames responses (RFC 9110/9112); it knows
-//!   nothing of Python or sockets and is tested on bytes.
+//!   in memory or a temporary file), ready for the app, lingering, and with `--proxy-protocol`
+//!   a first phase that reads the PROXY header; and the memory bounds on what clients may make
+//!   it buffer.
+//! * [`http`] parses request heads and bodies and frames responses (RFC 9110/9112), and the
+//!   PROXY protocol header of a TCP balancer; it knows nothing of Python or sockets and is
+//!   tested on bytes.
 //! * [`wsgi`] is PEP 3333 over pyo3: starting the right interpreter, the environ, `wsgi.input`,
 //!   `start_response`, result iteration.
 //! * [`client`] is the one layer that touches client sockets: the EINTR-correct read, write,

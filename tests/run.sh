@@ -3,7 +3,7 @@
 #   1. makes .venv from the python3 minigun builds against, and installs examples/requirements.txt
 #      into it (skipped on later runs while requirements.txt is unchanged);
 #   2. installs from Debian what the tests run and is missing: nginx, openssl and unshare
-#      (tests/deploy.rs), and the reader's tools for the book's commands (curl, netcat-openbsd,
+#      (tests/deploy.rs), haproxy (tests/proxy.rs), and the reader's tools for the book's commands (curl, netcat-openbsd,
 #      wrk, procps, iproute2) and headless Chromium (tests/book_*.rs);
 #   3. installs mdbook with cargo if it is not on PATH;
 #   4. runs cargo fmt --check, clippy with warnings as errors, every workspace test (the framework
@@ -47,11 +47,12 @@ fi
 # -- Debian packages --------------------------------------------------------------------------
 # tests/deploy.rs runs the shipped nginx site config in front of minigun (nginx, with openssl
 # for its throwaway certificate) and minigun as PID 1 of a new PID namespace (util-linux's
-# unshare). tests/book_commands.rs runs every command the book prints, with the reader's tools,
+# unshare); tests/proxy.rs runs HAProxy in front with send-proxy and send-proxy-v2.
+# tests/book_commands.rs runs every command the book prints, with the reader's tools,
 # and tests/book_browser.rs opens the built book in headless Chromium. Whatever is missing is
 # installed as root on Debian; elsewhere install it yourself. With MINIGUN_REQUIRE_BOOK_TOOLS
 # set (below), a book tool still missing fails those tests instead of skipping them.
-wanted_tools=(nginx:nginx-light openssl:openssl unshare:util-linux curl:curl nc:netcat-openbsd
+wanted_tools=(nginx:nginx-light openssl:openssl unshare:util-linux haproxy:haproxy curl:curl nc:netcat-openbsd
   wrk:wrk ps:procps pgrep:procps ss:iproute2 chromium-headless-shell:chromium-headless-shell)
 missing=()
 for pair in "${wanted_tools[@]}"; do
@@ -65,8 +66,8 @@ apt_install() {
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${missing[*]} (apt-get)"
-    # Without a policy-rc.d that says no, the package's postinst would start nginx as a
-    # service on port 80; the tests start their own nginx, so keep that from happening.
+    # Without a policy-rc.d that says no, the packages' postinst would start nginx (on port 80)
+    # and haproxy as services; the tests start their own, so keep that from happening.
     policy=/usr/sbin/policy-rc.d
     made_policy=
     if [ ! -e "$policy" ]; then
@@ -82,10 +83,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     if [ -n "$made_policy" ]; then rm -f "$policy"; fi
     if [ "$installed" -ne 0 ]; then
-      say "apt-get install ${missing[*]} failed: tests/deploy.rs or the book's tests will fail"
+      say "apt-get install ${missing[*]} failed: tests/deploy.rs, tests/proxy.rs or the book's tests will fail"
     fi
   else
-    say "missing ${missing[*]}: tests/deploy.rs or the book's tests will fail; install them (not root or not Debian)"
+    say "missing ${missing[*]}: tests/deploy.rs, tests/proxy.rs or the book's tests will fail; install them (not root or not Debian)"
   fi
 fi
 export PATH="$PATH:/usr/sbin"

@@ -17,7 +17,7 @@
 
 use minigun::http::body::ChunkedDecoder;
 use minigun::http::parse::{parse_head, Header};
-use minigun::http::{Error, Framing, Head, HeadScanner, Limits, Span, Status};
+use minigun::http::{proxy, Error, Framing, Head, HeadScanner, Limits, Span, Status};
 
 /// Leading bytes of a `parse_head` input: flags, three limit bytes, a split seed.
 pub const HEAD_PREFIX: usize = 5;
@@ -638,5 +638,204 @@ pub fn check_chunked_input(input: &[u8]) {
             assert!(!within, "decoder refused a valid body: {whole:?}");
         }
         (_, Reference::No) => {}
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// PROXY protocol headers
+// ------------------------------------------------------------------------------------------
+
+/// Leading bytes of a `proxy` input: the mode (low 2 bits: off, v1, v2, auto), a split seed.
+pub const PROXY_PREFIX: usize = 2;
+
+/// How feeding one connection's first bytes to the PROXY parser ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyOutcome {
+    /// A header of `len` bytes, saying `header`.
+    Done { len: usize, header: proxy::Header },
+    /// All input was fed; the header is not complete yet.
+    NeedMore,
+    /// The parser refused the input.
+    Failed(proxy::Error),
+}
+
+/// The `--proxy-protocol` mode a `proxy` input's first byte selects.
+pub fn proxy_mode(flags: u8) -> proxy::Mode {
+    [
+        proxy::Mode::Off,
+        proxy::Mode::V1,
+        proxy::Mode::V2,
+        proxy::Mode::Auto,
+    ][usize::from(flags & 3)]
+}
+
+/// Feeds `data` in pieces, as `conn::Conn` does: parse the whole buffer after every read,
+/// stop at the first answer that is not "read more". Checks bounded work on the way: while the
+/// parser waits, the buffer never holds a whole header's worth of bytes.
+pub fn feed_proxy(data: &[u8], pieces: &[usize], mode: proxy::Mode) -> ProxyOutcome {
+    let mut buf = Vec::new();
+    let mut at = 0;
+    for &n in pieces {
+        buf.extend_from_slice(&data[at..at + n]);
+        at += n;
+        let detected = proxy::detect(&buf, mode);
+        match proxy::parse(&buf, mode) {
+            Err(e) => {
+                // Missing exactly when detect says no header can start here.
+                assert_eq!(
+                    e == proxy::Error::Missing,
+                    detected == Status::Complete(None),
+                    "parse {e:?} but detect {detected:?}"
+                );
+                return ProxyOutcome::Failed(e);
+            }
+            Ok(Status::Complete((len, header))) => {
+                assert!(len <= buf.len() && len <= proxy::V2_MAX, "len {len}");
+                check_proxy_header(&buf[..len], header, detected);
+                return ProxyOutcome::Done { len, header };
+            }
+            Ok(Status::Partial) => {
+                assert!(
+                    buf.len() < proxy::V2_MAX,
+                    "{} bytes held and still partial",
+                    buf.len()
+                );
+                match detected {
+                    Status::Complete(Some(proxy::Version::V1)) => {
+                        assert!(buf.len() < proxy::V1_MAX, "v1 partial at {}", buf.len())
+                    }
+                    Status::Complete(Some(proxy::Version::V2)) => {}
+                    Status::Partial => assert!(buf.len() < proxy::V2_SIGNATURE.len()),
+                    Status::Complete(None) => panic!("partial, but detect says no header"),
+                }
+                // Asking again about the same bytes says the same.
+                assert_eq!(proxy::parse(&buf, mode), Ok(Status::Partial));
+            }
+        }
+    }
+    ProxyOutcome::NeedMore
+}
+
+/// A complete header keeps the grammar it claims: the v1 line ends in CRLF and, for TCP4, is
+/// exactly the line the addresses print as; the v2 header is as long as its length field says
+/// and holds the addresses it returned, in the order §2.2 gives.
+fn check_proxy_header(
+    header_bytes: &[u8],
+    header: proxy::Header,
+    detected: Status<Option<proxy::Version>>,
+) {
+    use std::net::SocketAddr;
+    match detected {
+        Status::Complete(Some(proxy::Version::V1)) => {
+            assert!(header_bytes.len() <= proxy::V1_MAX);
+            assert!(header_bytes.starts_with(b"PROXY ") && header_bytes.ends_with(b"\r\n"));
+            let line = &header_bytes[..header_bytes.len() - 2];
+            assert!(
+                line.iter().all(|&b| (b' '..=b'~').contains(&b)),
+                "non-printable byte in an accepted line {line:?}"
+            );
+            match header {
+                proxy::Header::Local => assert!(line.starts_with(b"PROXY UNKNOWN")),
+                proxy::Header::Proxied {
+                    source: SocketAddr::V4(s),
+                    destination: SocketAddr::V4(d),
+                } => {
+                    let printed =
+                        format!("PROXY TCP4 {} {} {} {}", s.ip(), d.ip(), s.port(), d.port());
+                    assert_eq!(printed.as_bytes(), line);
+                }
+                proxy::Header::Proxied {
+                    source: SocketAddr::V6(s),
+                    destination: SocketAddr::V6(d),
+                } => {
+                    let text = std::str::from_utf8(line).expect("ASCII");
+                    let fields: Vec<&str> = text.split(' ').collect();
+                    assert_eq!(fields.len(), 6, "{text}");
+                    assert_eq!(fields[1], "TCP6");
+                    assert_eq!(fields[2].parse::<std::net::Ipv6Addr>().ok(), Some(*s.ip()));
+                    assert_eq!(fields[3].parse::<std::net::Ipv6Addr>().ok(), Some(*d.ip()));
+                    assert_eq!(fields[4], s.port().to_string());
+                    assert_eq!(fields[5], d.port().to_string());
+                }
+                other => panic!("mixed families {other:?}"),
+            }
+        }
+        Status::Complete(Some(proxy::Version::V2)) => {
+            assert!(header_bytes.starts_with(&proxy::V2_SIGNATURE));
+            let len = usize::from(u16::from_be_bytes([header_bytes[14], header_bytes[15]]));
+            assert_eq!(header_bytes.len(), 16 + len);
+            assert_eq!(header_bytes[12] >> 4, 2, "version");
+            let block = &header_bytes[16..];
+            match header {
+                proxy::Header::Local => {}
+                proxy::Header::Proxied {
+                    source: SocketAddr::V4(s),
+                    destination: SocketAddr::V4(d),
+                } => {
+                    assert_eq!(header_bytes[12..14], [0x21, 0x11]);
+                    let mut expect = Vec::new();
+                    expect.extend_from_slice(&s.ip().octets());
+                    expect.extend_from_slice(&d.ip().octets());
+                    expect.extend_from_slice(&s.port().to_be_bytes());
+                    expect.extend_from_slice(&d.port().to_be_bytes());
+                    assert_eq!(&block[..12], &expect[..]);
+                }
+                proxy::Header::Proxied {
+                    source: SocketAddr::V6(s),
+                    destination: SocketAddr::V6(d),
+                } => {
+                    assert_eq!(header_bytes[12..14], [0x21, 0x21]);
+                    let mut expect = Vec::new();
+                    expect.extend_from_slice(&s.ip().octets());
+                    expect.extend_from_slice(&d.ip().octets());
+                    expect.extend_from_slice(&s.port().to_be_bytes());
+                    expect.extend_from_slice(&d.port().to_be_bytes());
+                    assert_eq!(&block[..36], &expect[..]);
+                }
+                other => panic!("mixed families {other:?}"),
+            }
+        }
+        other => panic!("a header parsed where detect says {other:?}"),
+    }
+}
+
+/// The `proxy` fuzz check: `input` is [`PROXY_PREFIX`] control bytes, then the first bytes a
+/// peer sends on a connection. Every split must give the same outcome; the rest of the input,
+/// read as text, is also an `--proxy-allow-from` list, which must parse or be refused without
+/// a panic and then match addresses consistently.
+pub fn check_proxy_input(input: &[u8]) {
+    let Some((prefix, data)) = input.split_first_chunk::<PROXY_PREFIX>() else {
+        return;
+    };
+    let mode = proxy_mode(prefix[0]);
+    let ways = splits(u64::from(prefix[1]), data.len());
+    let whole = feed_proxy(data, &ways[0], mode);
+    for pieces in &ways[1..] {
+        let split = feed_proxy(data, pieces, mode);
+        assert_eq!(
+            whole,
+            split,
+            "whole input and pieces {:?} disagree",
+            &pieces[..pieces.len().min(32)]
+        );
+    }
+    if mode == proxy::Mode::Off {
+        assert_eq!(whole, ProxyOutcome::Failed(proxy::Error::Missing));
+    }
+
+    let text = String::from_utf8_lossy(data);
+    if let Ok(list) = proxy::AllowList::parse(&text) {
+        // What it prints parses back to the same list.
+        let again = proxy::AllowList::parse(&list.to_string());
+        assert_eq!(again.as_ref(), Ok(&list), "{list}");
+        if let proxy::AllowList::Only(nets) = &list {
+            for &(net, _) in nets {
+                // Every network holds its own address, and an IPv4 one its IPv6-mapped form.
+                assert!(list.allows(net), "{list} refuses {net}");
+                if let std::net::IpAddr::V4(v4) = net {
+                    assert!(list.allows(v4.to_ipv6_mapped().into()));
+                }
+            }
+        }
     }
 }

@@ -12,6 +12,9 @@ use std::fmt;
 pub enum Error {
     /// Malformed syntax or framing: 400, with the rule that was broken.
     BadRequest(&'static str),
+    /// The client may not send what it sent (a PROXY header from a peer outside
+    /// `--proxy-allow-from`): 403.
+    Forbidden(&'static str),
     /// The request line is longer than `--limit-request-line`: 414.
     UriTooLong,
     /// A header line is longer than `--limit-request-field_size`: 431.
@@ -37,6 +40,7 @@ impl Error {
     pub fn status(self) -> (u16, &'static str) {
         match self {
             Error::BadRequest(_) => (400, "Bad Request"),
+            Error::Forbidden(_) => (403, "Forbidden"),
             Error::UriTooLong => (414, "URI Too Long"),
             Error::HeaderTooLarge | Error::TooManyHeaders => {
                 (431, "Request Header Fields Too Large")
@@ -55,6 +59,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::BadRequest(why) => write!(f, "bad request: {why}"),
+            Error::Forbidden(why) => write!(f, "forbidden: {why}"),
             Error::UriTooLong => f.write_str("request line too long"),
             Error::HeaderTooLarge => f.write_str("header field too long"),
             Error::TooManyHeaders => f.write_str("too many header fields"),

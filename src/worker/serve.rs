@@ -26,6 +26,7 @@ use super::table::{self, Held, TOKEN_CONN0};
 use super::{Mode, Worker, TOKEN_LISTENER0, TOKEN_SIGNALS, TOKEN_WAKE};
 use crate::client::{self, ClientIo};
 use crate::conn::{Conn, Phase, Step};
+use crate::http::proxy;
 use crate::http::response::{error_response, simple_response};
 use crate::http::Error;
 use crate::log::AccessEntry;
@@ -192,7 +193,7 @@ impl Worker<'_> {
                 );
                 continue;
             }
-            let (remote, port) = match peer {
+            let (remote, port) = match &peer {
                 Peer::Tcp(addr) => {
                     self.ensure_nodelay(idx, fd.as_raw_fd());
                     (
@@ -202,7 +203,16 @@ impl Worker<'_> {
                 }
                 Peer::Unix => (String::new(), String::new()),
             };
-            let conn = Conn::new(fd, idx, remote, port, self.rules.request_ms);
+            let mut conn = Conn::new(fd, idx, remote, port, self.rules.request_ms);
+            let settings = self.setup.settings;
+            if settings.proxy_protocol != proxy::Mode::Off {
+                // Decided on the socket's own peer; a unix-socket peer always may.
+                let allowed = match &peer {
+                    Peer::Tcp(addr) => settings.proxy_allow_ips.allows(addr.ip()),
+                    Peer::Unix => true,
+                };
+                conn.expect_proxy_header(settings.proxy_protocol, allowed);
+            }
             let held = self.table.insert(Box::new(conn));
             // Requests often arrive with the connection: try at once, saving an epoll round.
             self.serve_conn(held, thread, cache);
@@ -358,6 +368,7 @@ impl Worker<'_> {
                     client: Client {
                         addr: &conn.remote,
                         port: &conn.port,
+                        peer: conn.peer.as_deref().unwrap_or(&conn.remote),
                         listener: conn.listener,
                         strings: &mut conn.py_strings,
                     },

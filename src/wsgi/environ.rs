@@ -151,6 +151,9 @@ pub struct Client<'a> {
     pub addr: &'a str,
     /// `REMOTE_PORT`, if any.
     pub port: &'a str,
+    /// The socket's own peer (empty for unix sockets). The same as `addr` unless a PROXY
+    /// header named the client; forwarded headers are trusted on this, never on `addr`.
+    pub peer: &'a str,
     /// Which listener accepted the connection.
     pub listener: usize,
     /// `addr` and `port` as Python strings, made on the connection's first request.
@@ -261,7 +264,7 @@ pub fn build<'py>(
             }
             continue;
         }
-        if is_secure_scheme_header(name, value) && templates.forwarded.trusts(client.addr) {
+        if is_secure_scheme_header(name, value) && templates.forwarded.trusts(client.peer) {
             secure = true;
         }
         let key = header_key(py, cache, name);

@@ -11,14 +11,15 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((target, paths)) = args.split_first() else {
-        eprintln!("usage: replay parse_head|chunked PATH...");
+        eprintln!("usage: replay parse_head|chunked|proxy PATH...");
         return ExitCode::from(2);
     };
     let check: fn(&[u8]) = match target.as_str() {
         "parse_head" => minigun_fuzz::check_head_input,
         "chunked" => minigun_fuzz::check_chunked_input,
+        "proxy" => minigun_fuzz::check_proxy_input,
         other => {
-            eprintln!("unknown target {other:?}: parse_head or chunked");
+            eprintln!("unknown target {other:?}: parse_head, chunked or proxy");
             return ExitCode::from(2);
         }
     };

@@ -39,6 +39,15 @@ const TOKENS: &[&[u8]] = &[
     b"\x85",
     b"\xa0",
     b"999999999999999999",
+    b"PROXY ",
+    b"TCP4 ",
+    b"TCP6 ",
+    b"UNKNOWN",
+    b"\r\n\r\n\0\r\nQUIT\n",
+    b"127.0.0.1",
+    b"::ffff:",
+    b"/",
+    b"*",
 ];
 
 fn mutate(rng: &mut Rng, input: &mut Vec<u8>, corpus: &[Vec<u8>]) {
@@ -84,13 +93,14 @@ fn main() {
     let (target, seconds) = match (args.first(), args.get(1).and_then(|s| s.parse().ok())) {
         (Some(t), Some(s)) => (t.clone(), s),
         _ => {
-            eprintln!("usage: smoke parse_head|chunked SECONDS [CORPUS_DIR]");
+            eprintln!("usage: smoke parse_head|chunked|proxy SECONDS [CORPUS_DIR]");
             std::process::exit(2);
         }
     };
     let check: fn(&[u8]) = match target.as_str() {
         "parse_head" => minigun_fuzz::check_head_input,
         "chunked" => minigun_fuzz::check_chunked_input,
+        "proxy" => minigun_fuzz::check_proxy_input,
         _ => {
             eprintln!("unknown target {target:?}");
             std::process::exit(2);
