@@ -845,6 +845,8 @@ impl Settings {
             ("preload_app", self.preload_app.to_string()),
             ("pidfile", path(&self.pidfile)),
             ("forwarded_allow_ips", list(&self.forwarded_allow_ips)),
+            ("proxy_protocol", self.proxy_protocol.to_string()),
+            ("proxy_allow_ips", self.proxy_allow_ips.to_string()),
             ("user", id(self.user)),
             ("group", id(self.group)),
             ("umask", format!("{:#o}", self.umask)),
