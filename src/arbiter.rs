@@ -24,6 +24,7 @@ use crate::net::{self, Listener};
 use crate::notify::Notifier;
 use crate::signals::{Signal, SignalPipe};
 use crate::sys::{self, Exit, Fork, Pid, SharedSlots};
+use crate::upgrade::Upgrade;
 use crate::worker::{self, slot_state};
 use crate::wsgi::interpreter::{self, APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 
@@ -80,6 +81,8 @@ pub struct Arbiter {
     notifier: Notifier,
     /// `READY=1` is owed: at start-up, and after a HUP, until every wanted worker serves.
     ready_owed: bool,
+    /// This master's part in a USR2 binary upgrade (see `upgrade`).
+    upgrade: Upgrade,
 }
 
 /// Binds, boots the workers and supervises them until stopped. Returns the exit status.
@@ -107,8 +110,20 @@ pub fn run(settings: Settings) -> i32 {
         Err(e) => crate::warning!("Cannot raise the open files limit: {e}"),
     }
 
-    // Sockets systemd passed (LISTEN_FDS) replace --bind, as in gunicorn's create_sockets.
-    let mut listeners = match net::activated_listeners() {
+    // The sockets of the old master that started us (USR2), or those systemd passed
+    // (LISTEN_FDS), replace --bind, as in gunicorn's create_sockets.
+    let (mut upgrade, handed_over) = match Upgrade::from_env() {
+        Ok(found) => found,
+        Err(e) => {
+            crate::error!("{e}");
+            return 2;
+        }
+    };
+    let passed = match handed_over {
+        Some(listeners) => Ok(Some(listeners)),
+        None => net::activated_listeners(),
+    };
+    let mut listeners = match passed {
         Ok(passed) => passed.unwrap_or_default(),
         Err(e) => {
             crate::error!("{e}");
@@ -172,6 +187,7 @@ pub fn run(settings: Settings) -> i32 {
             return 1;
         }
     }
+    upgrade.set_pidfile(settings.pidfile.clone());
 
     let desired = settings.workers;
     let mut arbiter = Arbiter {
@@ -191,6 +207,7 @@ pub fn run(settings: Settings) -> i32 {
         rng: sys::monotonic_ms() ^ (sys::getpid() as u64) << 20,
         notifier: Notifier::from_env(),
         ready_owed: true,
+        upgrade,
     };
     let code = arbiter.main_loop();
     arbiter.cleanup();
@@ -228,6 +245,7 @@ impl Arbiter {
     fn main_loop(&mut self) -> i32 {
         self.manage_workers();
         loop {
+            self.upgrade.maybe_promote_master();
             // Poll often while workers boot or a reload waits on them, so start-up is quick.
             let busy = self.reloading
                 || self.workers.len() < self.desired
@@ -247,6 +265,8 @@ impl Arbiter {
                     Signal::Ttin => self.handle_ttin(),
                     Signal::Ttou => self.handle_ttou(),
                     Signal::Usr1 => self.handle_usr1(),
+                    Signal::Usr2 => self.handle_usr2(),
+                    Signal::Winch => self.handle_winch(),
                     Signal::Chld => {}
                 }
             }
@@ -379,8 +399,14 @@ impl Arbiter {
                 Ok(Some(r)) => r,
                 Ok(None) | Err(_) => return None,
             };
-            // Unknown children (a shell the app started, say) are reaped quietly.
+            // Unknown children (a shell the app started, say) are reaped quietly; the new
+            // master of an upgrade is news.
             let Some(info) = self.workers.remove(&pid) else {
+                if self.upgrade.reaped(pid, exit) && self.desired == 0 {
+                    // WINCH stopped our workers for it; without it, we serve again.
+                    crate::info!("Starting this master's workers again");
+                    self.desired = self.settings.workers;
+                }
                 continue;
             };
             let booted = self.state(info.slot).load(Ordering::Acquire) & slot_state::BOOTED != 0;
@@ -556,6 +582,10 @@ impl Arbiter {
             self.ready_owed = true;
         }
         self.reload_settings();
+        if self.desired == 0 {
+            // After WINCH: HUP is the rollback of an upgrade, and brings the workers back.
+            self.desired = self.settings.workers;
+        }
         for w in self.workers.values_mut() {
             if !w.stopping {
                 w.old = true;
@@ -619,14 +649,57 @@ impl Arbiter {
         }
     }
 
+    /// USR2: a new master from the binary on disk, beside this one (see `upgrade`).
+    fn handle_usr2(&mut self) {
+        self.upgrade
+            .reexec(&self.listeners, self.start_dir.as_deref());
+    }
+
+    /// WINCH, on the old master of an upgrade: every worker retires gracefully and none is
+    /// started again, while this master stays, holding the sockets for a rollback (HUP). The
+    /// workers retire as `--max-requests` retires one (HUP to the worker, where gunicorn sends
+    /// TERM): each answers its kept-alive connections' next request before closing them, so
+    /// no client of the old workers sees a connection closed under a request.
+    ///
+    /// gunicorn honours WINCH only when daemonized, because a terminal sends it to its
+    /// foreground processes whenever its window is resized; minigun has no daemon mode, and
+    /// honours it only while a new master it started runs, which no resize can fake.
+    fn handle_winch(&mut self) {
+        if !self.upgrade.has_child() {
+            crate::debug!("SIGWINCH ignored. No new master of an upgrade is running");
+            return;
+        }
+        crate::info!("Graceful stop of workers");
+        self.desired = 0;
+        self.reloading = false;
+        let pids: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.stopping)
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in pids {
+            self.retire(pid, libc::SIGHUP);
+        }
+    }
+
     /// Stops every worker and returns the arbiter's exit status.
     fn stop(&mut self, how: Stop) -> i32 {
         self.notifier.stopping();
         // The listening sockets stop accepting at once, for the workers too (they share them):
         // a load balancer then sees refused connections and goes elsewhere, instead of
         // connections queueing in a backlog nobody will accept from. A unix socket's file goes
-        // too, so new clients find nothing there.
-        for l in self.listeners.iter().filter(|l| !l.inherited) {
+        // too, so new clients find nothing there. Not while the other master of an upgrade
+        // lives: it accepts from the same sockets.
+        let shared = self.upgrade.shares_listeners();
+        if let Some(other) = shared {
+            crate::info!("Leaving the listening sockets open for the other master (pid: {other})");
+        }
+        for l in self
+            .listeners
+            .iter()
+            .filter(|l| !l.inherited && shared.is_none())
+        {
             sys::stop_listening(l.as_raw_fd());
             if let crate::net::ListenAddr::Unix(path) = &l.addr {
                 let _ = std::fs::remove_file(path);
@@ -674,12 +747,10 @@ impl Arbiter {
         0
     }
 
-    /// Removes the pid file. The unix socket files we bound went in `stop`; a `--bind unix:`
-    /// path is not removed by name here, because with socket activation that path is
-    /// systemd's socket, which must outlive us.
+    /// Removes the pid file (wherever an upgrade moved it). The unix socket files we bound went
+    /// in `stop`; a `--bind unix:` path is not removed by name here, because with socket
+    /// activation that path is systemd's socket, which must outlive us.
     fn cleanup(&mut self) {
-        if let Some(path) = &self.settings.pidfile {
-            let _ = std::fs::remove_file(path);
-        }
+        self.upgrade.remove_pidfile();
     }
 }

@@ -7,6 +7,8 @@
 //! * [`arbiter`] is the master process: it binds the listeners ([`net`]), or takes the ones
 //!   systemd passed, forks the workers, reaps, replaces and kills them (and any other child, as
 //!   PID 1 must), reacts to signals ([`signals`]) and tells systemd how it is doing ([`notify`]).
+//!   The binary upgrade (USR2 starts a new master from the binary on disk and hands it the
+//!   sockets; WINCH) lives in a module of its own, [`upgrade`].
 //! * [`worker`] is one worker process: an epoll loop shared by `--threads` threads
 //!   (leader/followers) that accepts connections, parks the ones that wait, and hands complete
 //!   requests to the app.
@@ -48,5 +50,6 @@ pub mod net;
 pub mod notify;
 pub mod signals;
 pub mod sys;
+pub mod upgrade;
 pub mod worker;
 pub mod wsgi;

@@ -113,6 +113,28 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Makes `command` keep the descriptors `fds` open across its `exec`: they are close-on-exec
+/// everywhere else (so no worker, app subprocess or earlier child inherits them), and only the
+/// child that is about to become the new master clears the flag, between its fork and exec.
+pub fn keep_across_exec(command: &mut std::process::Command, fds: Vec<RawFd>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: it calls fcntl(2), which is one, and allocates nothing (the vector was
+    // built before the fork and is only read). The descriptors are the arbiter's listeners,
+    // open for the whole life of the arbiter.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &fds {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags == -1 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Sets the file-mode creation mask, returning the old one.
 pub fn umask(mask: u32) -> u32 {
     // SAFETY: umask(2) cannot fail and reads no memory.
