@@ -22,6 +22,7 @@ use pyo3::prelude::*;
 use crate::config::Settings;
 use crate::net::{self, Listener};
 use crate::notify::Notifier;
+use crate::recycle::{Candidate, RssLimit};
 use crate::signals::{Signal, SignalPipe};
 use crate::sys::{self, Exit, Fork, Pid, SharedSlots};
 use crate::upgrade::Upgrade;
@@ -83,6 +84,8 @@ pub struct Arbiter {
     ready_owed: bool,
     /// This master's part in a USR2 binary upgrade (see `upgrade`).
     upgrade: Upgrade,
+    /// `--max-worker-rss` (see `recycle`).
+    rss_limit: Option<RssLimit>,
 }
 
 /// Binds, boots the workers and supervises them until stopped. Returns the exit status.
@@ -188,6 +191,7 @@ pub fn run(settings: Settings) -> i32 {
         }
     }
     upgrade.set_pidfile(settings.pidfile.clone());
+    let rss_limit = RssLimit::new(settings.max_worker_rss);
 
     let desired = settings.workers;
     let mut arbiter = Arbiter {
@@ -208,6 +212,7 @@ pub fn run(settings: Settings) -> i32 {
         notifier: Notifier::from_env(),
         ready_owed: true,
         upgrade,
+        rss_limit,
     };
     let code = arbiter.main_loop();
     arbiter.cleanup();
@@ -283,6 +288,7 @@ impl Arbiter {
                 return code;
             }
             self.murder_workers();
+            self.check_worker_rss();
             self.manage_workers();
         }
     }
@@ -681,6 +687,41 @@ impl Arbiter {
         for pid in pids {
             self.retire(pid, libc::SIGHUP);
         }
+    }
+
+    /// `--max-worker-rss`: retires the largest worker over the limit, one at a time (see
+    /// `recycle`).
+    fn check_worker_rss(&mut self) {
+        if self.rss_limit.is_none() {
+            return;
+        }
+        let candidates: Vec<Candidate> = self
+            .workers
+            .iter()
+            .map(|(&pid, w)| {
+                let state = self.state(w.slot).load(Ordering::Acquire);
+                Candidate {
+                    pid,
+                    serving: !w.old
+                        && !w.stopping
+                        && state & slot_state::BOOTED != 0
+                        && state & slot_state::RETIRING == 0,
+                }
+            })
+            .collect();
+        let Some(limit) = self.rss_limit.as_mut() else {
+            return;
+        };
+        let Some((pid, rss)) = limit.pick(&candidates, self.desired) else {
+            return;
+        };
+        crate::info!(
+            "Worker (pid:{pid}) has a resident size of {} MiB, over --max-worker-rss {} MiB: \
+             replacing it",
+            rss >> 20,
+            limit.limit_mib()
+        );
+        self.retire(pid, libc::SIGHUP);
     }
 
     /// Stops every worker and returns the arbiter's exit status.

@@ -79,6 +79,8 @@ pub struct Settings {
     pub umask: u32,
     /// Config file given with `-c`.
     pub config: Option<PathBuf>,
+    /// Resident size in MiB past which a worker is gracefully replaced; 0 = no limit.
+    pub max_worker_rss: u64,
 }
 
 impl Default for Settings {
@@ -114,6 +116,7 @@ impl Default for Settings {
             group: None,
             umask: 0,
             config: None,
+            max_worker_rss: 0,
         }
     }
 }
@@ -366,6 +369,22 @@ pub static SETTINGS: &[Setting] = &[
             Ok(())
         },
         doc: "Up to this many extra requests, drawn per worker, added to --max-requests. [0]",
+    },
+    Setting {
+        name: "max_worker_rss",
+        flags: &["--max-worker-rss"],
+        metavar: Some("MIB"),
+        apply: |s, v| {
+            let limit = crate::recycle::MAX_MIB;
+            let what = format!("a whole number of MiB from 0 to {limit}");
+            let n: u64 = parse_num(v, 0, &what)?;
+            if n > limit {
+                return Err(format!("invalid value '{v}' (expected {what})"));
+            }
+            s.max_worker_rss = n;
+            Ok(())
+        },
+        doc: "Resident size in MiB past which a worker is gracefully replaced, one worker at a time (not in gunicorn); 0 = no limit. [0]",
     },
     Setting {
         name: "limit_request_line",

@@ -113,6 +113,17 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Resident set size of process `pid` in bytes, from `/proc/PID/statm`: what `ps` and `top`
+/// show as RSS, shared pages (the interpreter's library, pages a `--preload` master shares)
+/// included. `None` once the process is gone.
+pub fn rss_of(pid: Pid) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf takes an integer name.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages.saturating_mul(page.max(4096) as u64))
+}
+
 /// Makes `command` keep the descriptors `fds` open across its `exec`: they are close-on-exec
 /// everywhere else (so no worker, app subprocess or earlier child inherits them), and only the
 /// child that is about to become the new master clears the flag, between its fork and exec.
