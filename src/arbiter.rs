@@ -433,7 +433,9 @@ impl Arbiter {
                 if !self.ever_booted {
                     return Some(code);
                 }
-                if self.reloading {
+                // Only the generation being started can fail the reload: a worker of one that a
+                // later reload already replaced is merely gone.
+                if self.reloading && !info.old {
                     crate::error!("New workers failed to boot; the old workers keep serving");
                     self.cancel_reload();
                 }
@@ -513,12 +515,18 @@ impl Arbiter {
             if sys::monotonic_ms() < self.spawn_after {
                 return;
             }
-            // The first worker boots alone: an app that cannot load says so once, not N times.
-            let booting = self
-                .workers
-                .values()
-                .any(|w| self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED == 0);
-            let count = if self.ever_booted {
+            // A generation's first worker boots alone, at start-up and after a HUP: an app
+            // that cannot load says so once, not N times.
+            let booted = |w: &WorkerInfo| {
+                self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED != 0
+            };
+            let booting = self.workers.values().any(|w| !w.old && !booted(w));
+            let proven = if self.reloading {
+                self.workers.values().any(|w| !w.old && booted(w))
+            } else {
+                self.ever_booted
+            };
+            let count = if proven {
                 self.desired - serving.len()
             } else if booting {
                 0
@@ -572,6 +580,19 @@ impl Arbiter {
 
     fn cancel_reload(&mut self) {
         self.reloading = false;
+        // New workers still importing the failed code go too, or they would count as serving
+        // and push old ones out.
+        let booting: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                !w.old && self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED == 0
+            })
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in booting {
+            self.retire(pid, libc::SIGTERM);
+        }
         for w in self.workers.values_mut() {
             w.old = false;
         }
