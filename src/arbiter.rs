@@ -23,6 +23,7 @@ use crate::config::Settings;
 use crate::net::{self, Listener};
 use crate::notify::Notifier;
 use crate::recycle::{Candidate, RssLimit};
+use crate::reload::Reloader;
 use crate::signals::{Signal, SignalPipe};
 use crate::sys::{self, Exit, Fork, Pid, SharedSlots};
 use crate::upgrade::Upgrade;
@@ -84,6 +85,8 @@ pub struct Arbiter {
     ready_owed: bool,
     /// This master's part in a USR2 binary upgrade (see `upgrade`).
     upgrade: Upgrade,
+    /// `--reload`: the source watcher (see `reload`).
+    reloader: Option<Reloader>,
     /// `--max-worker-rss` (see `recycle`).
     rss_limit: Option<RssLimit>,
 }
@@ -175,6 +178,19 @@ pub fn run(settings: Settings) -> i32 {
         }
     };
 
+    // Before the first fork: every worker inherits the pipe it reports its modules on.
+    let reloader = if settings.reload {
+        match Reloader::start(&settings.reload_extra_files) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                crate::error!("Cannot start the --reload watcher: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+
     let preloaded = if settings.preload_app {
         match preload(&settings) {
             Ok(app) => Some(app),
@@ -212,6 +228,7 @@ pub fn run(settings: Settings) -> i32 {
         notifier: Notifier::from_env(),
         ready_owed: true,
         upgrade,
+        reloader,
         rss_limit,
     };
     let code = arbiter.main_loop();
@@ -254,11 +271,14 @@ impl Arbiter {
             // Poll often while workers boot or a reload waits on them, so start-up is quick.
             let busy = self.reloading
                 || self.workers.len() < self.desired
+                || self.reloader.as_ref().is_some_and(Reloader::pending)
                 || self
                     .workers
                     .values()
                     .any(|w| self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED == 0);
-            let _ = sys::poll_readable(&[self.signals.fd()], if busy { 50 } else { 1000 });
+            let mut fds = vec![self.signals.fd()];
+            fds.extend(self.reloader.iter().flat_map(Reloader::fds));
+            let _ = sys::poll_readable(&fds, if busy { 50 } else { 1000 });
             for sig in self.signals.drain() {
                 if sig != Signal::Chld {
                     crate::info!("Handling signal: {}", sig.name());
@@ -274,6 +294,10 @@ impl Arbiter {
                     Signal::Winch => self.handle_winch(),
                     Signal::Chld => {}
                 }
+            }
+            if let Some(changed) = self.reloader.as_mut().and_then(Reloader::poll) {
+                crate::info!("Reloading workers: {} modified", changed.display());
+                self.handle_hup();
             }
             if let Some(code) = self.reap_workers() {
                 self.stop(Stop::Fast);

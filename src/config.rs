@@ -81,6 +81,10 @@ pub struct Settings {
     pub config: Option<PathBuf>,
     /// Resident size in MiB past which a worker is gracefully replaced; 0 = no limit.
     pub max_worker_rss: u64,
+    /// Start new workers when the app's source files change (development).
+    pub reload: bool,
+    /// More files whose change reloads, with `reload`.
+    pub reload_extra_files: Vec<PathBuf>,
 }
 
 impl Default for Settings {
@@ -117,6 +121,8 @@ impl Default for Settings {
             umask: 0,
             config: None,
             max_worker_rss: 0,
+            reload: false,
+            reload_extra_files: Vec::new(),
         }
     }
 }
@@ -385,6 +391,32 @@ pub static SETTINGS: &[Setting] = &[
             Ok(())
         },
         doc: "Resident size in MiB past which a worker is gracefully replaced, one worker at a time (not in gunicorn); 0 = no limit. [0]",
+    },
+    Setting {
+        name: "reload",
+        flags: &["--reload"],
+        metavar: None,
+        apply: |s, v| {
+            s.reload = parse_bool(v)?;
+            Ok(())
+        },
+        doc: "Start new workers when a source file of the app changes; the old ones serve on if the new code fails to load. For development.",
+    },
+    Setting {
+        name: "reload_extra_files",
+        flags: &["--reload-extra-file"],
+        metavar: Some("FILE"),
+        apply: |s, v| {
+            if v.trim().is_empty() {
+                return Err("invalid value '' (expected a file name)".to_owned());
+            }
+            // Relative to where minigun was started, like every path on the command line,
+            // whatever --chdir says.
+            let path = std::path::absolute(v).map_err(|e| format!("'{v}': {e}"))?;
+            s.reload_extra_files.push(path);
+            Ok(())
+        },
+        doc: "With --reload, also reload when this file changes (templates, settings). Repeatable.",
     },
     Setting {
         name: "limit_request_line",
@@ -698,7 +730,10 @@ impl Settings {
             if setting.name == "config" {
                 continue;
             }
-            if matches!(setting.name, "bind" | "raw_env" | "pythonpath") {
+            if matches!(
+                setting.name,
+                "bind" | "raw_env" | "pythonpath" | "reload_extra_files"
+            ) {
                 // List settings: the config file's value replaces the default.
                 match setting.name {
                     "bind" => {
@@ -706,6 +741,7 @@ impl Settings {
                         self.bind_given = true;
                     }
                     "raw_env" => self.raw_env.clear(),
+                    "reload_extra_files" => self.reload_extra_files.clear(),
                     _ => self.pythonpath.clear(),
                 }
             }
@@ -732,6 +768,13 @@ impl Settings {
         if self.app.is_none() {
             return Err(ConfigError(
                 "the following arguments are required: MODULE:APP".to_owned(),
+            ));
+        }
+        if self.reload && self.preload_app {
+            // New workers of a preloaded app fork from the master's copy of the old code.
+            return Err(ConfigError(
+                "--reload: cannot reload an app the master imported (--preload); use one of them"
+                    .to_owned(),
             ));
         }
         Ok(())

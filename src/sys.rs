@@ -749,6 +749,88 @@ impl EventFd {
     }
 }
 
+/// An inotify instance (inotify(7)): the kernel reports changes in the directories it watches
+/// as events read from one descriptor, which the arbiter polls with its signal pipe.
+pub struct Inotify {
+    fd: OwnedFd,
+}
+
+/// One inotify event: which watch, what happened, and the name of the entry in the watched
+/// directory (empty for events about the directory itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InotifyEvent {
+    /// The watch descriptor `add_watch` returned.
+    pub wd: i32,
+    /// `IN_CLOSE_WRITE`, `IN_MOVED_TO`, … as reported.
+    pub mask: u32,
+    /// The file's name inside the directory, without the kernel's NUL padding.
+    pub name: std::ffi::OsString,
+}
+
+impl Inotify {
+    /// A non-blocking, close-on-exec inotify instance.
+    pub fn new() -> io::Result<Inotify> {
+        // SAFETY: inotify_init1(2) takes a flag integer.
+        let fd = check(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })?;
+        // SAFETY: inotify_init1 returned a new descriptor that nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Inotify { fd })
+    }
+
+    /// The descriptor to poll.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Watches `path` for the events in `mask`; returns the watch descriptor (the same one for
+    /// a path watched twice).
+    pub fn add_watch(&self, path: &std::path::Path, mask: u32) -> io::Result<i32> {
+        use std::os::unix::ffi::OsStrExt;
+        let cpath = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+        // SAFETY: `cpath` is NUL-terminated and outlives the call.
+        check(unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), cpath.as_ptr(), mask) })
+    }
+
+    /// Reads every event waiting (none when nothing happened: the descriptor is non-blocking).
+    pub fn read_events(&self) -> Vec<InotifyEvent> {
+        let mut events = Vec::new();
+        // Room for many events at once; the kernel never splits one across reads.
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = read(self.fd.as_raw_fd(), &mut buf) {
+            if n == 0 {
+                break;
+            }
+            parse_inotify_events(&buf[..n], &mut events);
+        }
+        events
+    }
+}
+
+/// Decodes `struct inotify_event` records (inotify(7)): `wd` (i32), `mask`, `cookie` and `len`
+/// (u32 each), then `len` bytes of NUL-padded name. Parsed field by field from the bytes, so
+/// no pointer into the buffer is needed; a truncated record ends the parse.
+pub fn parse_inotify_events(mut buf: &[u8], out: &mut Vec<InotifyEvent>) {
+    use std::os::unix::ffi::OsStrExt;
+    const HEAD: usize = 16;
+    let word = |b: &[u8], at: usize| [b[at], b[at + 1], b[at + 2], b[at + 3]];
+    while buf.len() >= HEAD {
+        let wd = i32::from_ne_bytes(word(buf, 0));
+        let mask = u32::from_ne_bytes(word(buf, 4));
+        let len = u32::from_ne_bytes(word(buf, 12)) as usize;
+        let Some(name) = buf.get(HEAD..HEAD + len) else {
+            break;
+        };
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+        out.push(InotifyEvent {
+            wd,
+            mask,
+            name: std::ffi::OsStr::from_bytes(name).to_owned(),
+        });
+        buf = &buf[HEAD + len..];
+    }
+}
+
 /// Raises the soft limit on open files to the hard limit, and returns the new soft limit. A
 /// worker holds a descriptor per connection and one per spooled request body, and the usual
 /// soft limit (1024) is below what `--worker-connections` allows.

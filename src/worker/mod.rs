@@ -189,6 +189,9 @@ pub fn run(setup: Setup<'_>) -> i32 {
         }),
         None => Python::attach(|py| crate::wsgi::load(py, settings, &addrs)),
     };
+    // --reload: tell the arbiter which files the app came from, whether it loaded or not (the
+    // files of a failed import are the ones whose fix must reload).
+    crate::reload::report_modules();
     let app = match app {
         Ok(app) => app,
         Err(msg) => {
