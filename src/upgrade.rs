@@ -257,6 +257,8 @@ impl Upgrade {
             return false;
         }
         self.child = None;
+        // The pid file first: whoever reads the log line finds it back in place.
+        self.rename_pidfile(false);
         match exit {
             Exit::Code(0) => crate::info!("New master (pid:{pid}) exited; this master goes on"),
             Exit::Code(code) => crate::error!(
@@ -266,7 +268,6 @@ impl Upgrade {
                 "New master (pid:{pid}) was sent signal {sig}; this master goes on serving"
             ),
         }
-        self.rename_pidfile(false);
         true
     }
 

@@ -401,3 +401,91 @@ fn a_new_master_that_fails_to_start_or_dies_leaves_the_old_one_serving() {
     let (newer, _) = upgrade(&server, &pidfile, 2);
     assert_ne!(newer, new);
 }
+
+/// `GET /` over a unix socket, with `Connection: close`; the answer's body.
+fn unix_get(path: &Path) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(path).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(WAIT))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("read: {e}"))?;
+    let response = common::parse_response(&raw)?;
+    if response.status != 200 {
+        return Err(format!("status {}", response.status));
+    }
+    Ok(response.text())
+}
+
+#[test]
+fn a_socket_systemd_passed_is_handed_on_and_never_closed_by_either_master() {
+    let dir = TempDir::new("upgrade-systemd");
+    let sock = dir.path().join("minigun.sock");
+    // The test plays systemd: it binds the socket unit's socket and passes it as descriptor 3
+    // with LISTEN_FDS=1 and (set by `sh` just before it execs minigun) LISTEN_PID.
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind the unit's socket");
+    let pidfile = dir.path().join("minigun.pid");
+    let pid_arg = pidfile.to_str().expect("utf-8 temp path");
+    let server = Server::build(&[
+        "--chdir",
+        "tests/apps",
+        "-w",
+        "1",
+        "--pid",
+        pid_arg,
+        "slow:app",
+    ])
+    .program(&[
+        "sh",
+        "-c",
+        r#"LISTEN_PID=$$; export LISTEN_PID; exec "$@""#,
+        "sh",
+        minigun_bin(),
+    ])
+    .pass_fd3(std::os::fd::AsRawFd::as_raw_fd(&listener))
+    .env("LISTEN_FDS", "1")
+    .no_default_bind()
+    .start();
+    server.wait_for_line("Using socket from systemd", WAIT);
+    let old = server.master_pid();
+    let first = server.wait_for_workers(1, WAIT);
+    assert!(unix_get(&sock).is_ok_and(|t| first.contains(&pid_in(&t))));
+
+    let (new, new_workers) = upgrade(&server, &pidfile, 1);
+    server.signal(libc::SIGWINCH);
+    assert!(
+        poll(WAIT, || !is_alive(first[0])),
+        "the old worker outlived WINCH"
+    );
+    assert_eq!(children_of(old), vec![new]);
+    server.signal(libc::SIGTERM);
+    if !poll(WAIT, || server.try_exit().is_some()) {
+        server.fail("the old master did not exit on TERM");
+    }
+    wait_for_log(&server, "Master has been promoted.");
+    let answer = unix_get(&sock).unwrap_or_else(|e| server.fail(&e));
+    assert!(new_workers.contains(&pid_in(&answer)), "{answer:?}");
+
+    // Even promoted, the new master leaves systemd's socket open and its file in place: a
+    // client that connects after it stopped waits for the next minigun instead of being
+    // refused.
+    send_signal(new, libc::SIGTERM);
+    assert!(poll(WAIT, || !is_alive(new)), "the new master ignored TERM");
+    assert!(
+        sock.exists(),
+        "the new master removed systemd's socket file"
+    );
+    let waiting = std::os::unix::net::UnixStream::connect(&sock);
+    assert!(
+        waiting.is_ok(),
+        "systemd's socket refuses connections after the upgrade: {waiting:?}"
+    );
+    drop(listener);
+}
