@@ -25,8 +25,11 @@ use crate::config::Settings;
 use crate::log::AccessFormat;
 use crate::net::{self, Listener};
 use crate::notify::Notifier;
+use crate::recycle::{Candidate, RssLimit};
+use crate::reload::Reloader;
 use crate::signals::{Signal, SignalPipe};
 use crate::sys::{self, Exit, Fork, Pid, SharedSlots};
+use crate::upgrade::Upgrade;
 use crate::worker::{self, slot_state};
 use crate::wsgi::hooks::Hooks;
 use crate::wsgi::interpreter::{self, APP_LOAD_ERROR, WORKER_BOOT_ERROR};
@@ -94,6 +97,12 @@ pub struct Arbiter {
     notifier: Notifier,
     /// `READY=1` is owed: at start-up, and after a HUP, until every wanted worker serves.
     ready_owed: bool,
+    /// This master's part in a USR2 binary upgrade (see `upgrade`).
+    upgrade: Upgrade,
+    /// `--reload`: the source watcher (see `reload`).
+    reloader: Option<Reloader>,
+    /// `--max-worker-rss` (see `recycle`).
+    rss_limit: Option<RssLimit>,
 }
 
 /// Binds, boots the workers and supervises them until stopped. Returns the exit status.
@@ -159,8 +168,20 @@ pub fn run(settings: Settings) -> i32 {
         Err(e) => crate::warning!("Cannot raise the open files limit: {e}"),
     }
 
-    // Sockets systemd passed (LISTEN_FDS) replace --bind, as in gunicorn's create_sockets.
-    let mut listeners = match net::activated_listeners() {
+    // The sockets of the old master that started us (USR2), or those systemd passed
+    // (LISTEN_FDS), replace --bind, as in gunicorn's create_sockets.
+    let (mut upgrade, handed_over) = match Upgrade::from_env() {
+        Ok(found) => found,
+        Err(e) => {
+            crate::error!("{e}");
+            return 2;
+        }
+    };
+    let passed = match handed_over {
+        Some(listeners) => Ok(Some(listeners)),
+        None => net::activated_listeners(),
+    };
+    let mut listeners = match passed {
         Ok(passed) => passed.unwrap_or_default(),
         Err(e) => {
             crate::error!("{e}");
@@ -227,6 +248,18 @@ pub fn run(settings: Settings) -> i32 {
             );
         });
     }
+    // Before the first fork: every worker inherits the pipe it reports its modules on.
+    let reloader = if settings.reload {
+        match Reloader::start(&settings.reload_extra_files) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                crate::error!("Cannot start the --reload watcher: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
 
     if let Some(path) = &settings.pidfile {
         if let Err(e) = std::fs::write(path, format!("{}\n", sys::getpid())) {
@@ -234,6 +267,8 @@ pub fn run(settings: Settings) -> i32 {
             return 1;
         }
     }
+    upgrade.set_pidfile(settings.pidfile.clone());
+    let rss_limit = RssLimit::new(settings.max_worker_rss);
 
     let desired = settings.workers;
     let access = settings
@@ -260,6 +295,9 @@ pub fn run(settings: Settings) -> i32 {
         rng: sys::monotonic_ms() ^ (sys::getpid() as u64) << 20,
         notifier: Notifier::from_env(),
         ready_owed: true,
+        upgrade,
+        reloader,
+        rss_limit,
     };
     let code = arbiter.main_loop();
     arbiter.call_hook("on_exit", |py, _| Ok(PyTuple::empty(py)));
@@ -337,6 +375,7 @@ impl Arbiter {
     fn main_loop(&mut self) -> i32 {
         self.manage_workers();
         loop {
+            self.upgrade.maybe_promote_master();
             // Poll often while workers boot or a reload waits on them, so start-up is quick.
             let busy = self.reloading
                 || self
@@ -344,11 +383,14 @@ impl Arbiter {
                     .values()
                     .any(|w| w.timed_out_at.is_some() && !w.killed)
                 || self.workers.len() < self.desired
+                || self.reloader.as_ref().is_some_and(Reloader::pending)
                 || self
                     .workers
                     .values()
                     .any(|w| self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED == 0);
-            let _ = sys::poll_readable(&[self.signals.fd()], if busy { 50 } else { 1000 });
+            let mut fds = vec![self.signals.fd()];
+            fds.extend(self.reloader.iter().flat_map(Reloader::fds));
+            let _ = sys::poll_readable(&fds, if busy { 50 } else { 1000 });
             for sig in self.signals.drain() {
                 if sig != Signal::Chld {
                     crate::info!("Handling signal: {}", sig.name());
@@ -360,8 +402,14 @@ impl Arbiter {
                     Signal::Ttin => self.handle_ttin(),
                     Signal::Ttou => self.handle_ttou(),
                     Signal::Usr1 => self.handle_usr1(),
+                    Signal::Usr2 => self.handle_usr2(),
+                    Signal::Winch => self.handle_winch(),
                     Signal::Chld => {}
                 }
+            }
+            if let Some(changed) = self.reloader.as_mut().and_then(Reloader::poll) {
+                crate::info!("Reloading workers: {} modified", changed.display());
+                self.handle_hup();
             }
             if let Some(code) = self.reap_workers() {
                 self.stop(Stop::Fast);
@@ -376,6 +424,7 @@ impl Arbiter {
                 return code;
             }
             self.murder_workers();
+            self.check_worker_rss();
             self.manage_workers();
         }
     }
@@ -506,8 +555,14 @@ impl Arbiter {
                 Ok(Some(r)) => r,
                 Ok(None) | Err(_) => return None,
             };
-            // Unknown children (a shell the app started, say) are reaped quietly.
+            // Unknown children (a shell the app started, say) are reaped quietly; the new
+            // master of an upgrade is news.
             let Some(info) = self.workers.remove(&pid) else {
+                if self.upgrade.reaped(pid, exit) && self.desired == 0 {
+                    // WINCH stopped our workers for it; without it, we serve again.
+                    crate::info!("Starting this master's workers again");
+                    self.desired = self.settings.workers;
+                }
                 continue;
             };
             self.child_exited(pid, info.age);
@@ -529,7 +584,9 @@ impl Arbiter {
                 if !self.ever_booted {
                     return Some(code);
                 }
-                if self.reloading {
+                // Only the generation being started can fail the reload: a worker of one that a
+                // later reload already replaced is merely gone.
+                if self.reloading && !info.old {
                     crate::error!("New workers failed to boot; the old workers keep serving");
                     self.cancel_reload();
                 }
@@ -692,12 +749,18 @@ impl Arbiter {
             if sys::monotonic_ms() < self.spawn_after {
                 return;
             }
-            // The first worker boots alone: an app that cannot load says so once, not N times.
-            let booting = self
-                .workers
-                .values()
-                .any(|w| self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED == 0);
-            let count = if self.ever_booted {
+            // A generation's first worker boots alone, at start-up and after a HUP: an app
+            // that cannot load says so once, not N times.
+            let booted = |w: &WorkerInfo| {
+                self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED != 0
+            };
+            let booting = self.workers.values().any(|w| !w.old && !booted(w));
+            let proven = if self.reloading {
+                self.workers.values().any(|w| !w.old && booted(w))
+            } else {
+                self.ever_booted
+            };
+            let count = if proven {
                 self.desired - serving.len()
             } else if booting {
                 0
@@ -751,6 +814,19 @@ impl Arbiter {
 
     fn cancel_reload(&mut self) {
         self.reloading = false;
+        // New workers still importing the failed code go too, or they would count as serving
+        // and push old ones out.
+        let booting: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                !w.old && self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED == 0
+            })
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in booting {
+            self.retire(pid, libc::SIGTERM);
+        }
         for w in self.workers.values_mut() {
             w.old = false;
         }
@@ -768,6 +844,10 @@ impl Arbiter {
         }
         self.reload_settings();
         self.call_hook("on_reload", |py, _| Ok(PyTuple::empty(py)));
+        if self.desired == 0 {
+            // After WINCH: HUP is the rollback of an upgrade, and brings the workers back.
+            self.desired = self.settings.workers;
+        }
         for w in self.workers.values_mut() {
             if !w.stopping {
                 w.old = true;
@@ -894,14 +974,97 @@ impl Arbiter {
         }
     }
 
+    /// USR2: a new master from the binary on disk, beside this one (see `upgrade`). The
+    /// `pre_exec` hook runs first, as gunicorn calls it "just before a new master process is
+    /// forked".
+    fn handle_usr2(&mut self) {
+        if !self.upgrade.has_child() {
+            self.call_hook("pre_exec", |py, _| Ok(PyTuple::empty(py)));
+        }
+        self.upgrade
+            .reexec(&self.listeners, self.start_dir.as_deref());
+    }
+
+    /// WINCH, on the old master of an upgrade: every worker retires gracefully and none is
+    /// started again, while this master stays, holding the sockets for a rollback (HUP). The
+    /// workers retire as `--max-requests` retires one (HUP to the worker, where gunicorn sends
+    /// TERM): each answers its kept-alive connections' next request before closing them, so
+    /// no client of the old workers sees a connection closed under a request.
+    ///
+    /// gunicorn honours WINCH only when daemonized, because a terminal sends it to its
+    /// foreground processes whenever its window is resized; minigun has no daemon mode, and
+    /// honours it only while a new master it started runs, which no resize can fake.
+    fn handle_winch(&mut self) {
+        if !self.upgrade.has_child() {
+            crate::debug!("SIGWINCH ignored. No new master of an upgrade is running");
+            return;
+        }
+        crate::info!("Graceful stop of workers");
+        self.desired = 0;
+        self.reloading = false;
+        let pids: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.stopping)
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in pids {
+            self.retire(pid, libc::SIGHUP);
+        }
+    }
+
+    /// `--max-worker-rss`: retires the largest worker over the limit, one at a time (see
+    /// `recycle`).
+    fn check_worker_rss(&mut self) {
+        if self.rss_limit.is_none() {
+            return;
+        }
+        let candidates: Vec<Candidate> = self
+            .workers
+            .iter()
+            .map(|(&pid, w)| {
+                let state = self.state(w.slot).load(Ordering::Acquire);
+                Candidate {
+                    pid,
+                    serving: !w.old
+                        && !w.stopping
+                        && state & slot_state::BOOTED != 0
+                        && state & slot_state::RETIRING == 0,
+                }
+            })
+            .collect();
+        let Some(limit) = self.rss_limit.as_mut() else {
+            return;
+        };
+        let Some((pid, rss)) = limit.pick(&candidates, self.desired) else {
+            return;
+        };
+        crate::info!(
+            "Worker (pid:{pid}) has a resident size of {} MiB, over --max-worker-rss {} MiB: \
+             replacing it",
+            rss >> 20,
+            limit.limit_mib()
+        );
+        self.retire(pid, libc::SIGHUP);
+    }
+
     /// Stops every worker and returns the arbiter's exit status.
     fn stop(&mut self, how: Stop) -> i32 {
         self.notifier.stopping();
         // The listening sockets stop accepting at once, for the workers too (they share them):
         // a load balancer then sees refused connections and goes elsewhere, instead of
         // connections queueing in a backlog nobody will accept from. A unix socket's file goes
-        // too, so new clients find nothing there.
-        for l in self.listeners.iter().filter(|l| !l.inherited) {
+        // too, so new clients find nothing there. Not while the other master of an upgrade
+        // lives: it accepts from the same sockets.
+        let shared = self.upgrade.shares_listeners();
+        if let Some(other) = shared {
+            crate::info!("Leaving the listening sockets open for the other master (pid: {other})");
+        }
+        for l in self
+            .listeners
+            .iter()
+            .filter(|l| !l.inherited && shared.is_none())
+        {
             sys::stop_listening(l.as_raw_fd());
             if let crate::net::ListenAddr::Unix(path) = &l.addr {
                 let _ = std::fs::remove_file(path);
@@ -951,12 +1114,10 @@ impl Arbiter {
         0
     }
 
-    /// Removes the pid file. The unix socket files we bound went in `stop`; a `--bind unix:`
-    /// path is not removed by name here, because with socket activation that path is
-    /// systemd's socket, which must outlive us.
+    /// Removes the pid file (wherever an upgrade moved it). The unix socket files we bound went
+    /// in `stop`; a `--bind unix:` path is not removed by name here, because with socket
+    /// activation that path is systemd's socket, which must outlive us.
     fn cleanup(&mut self) {
-        if let Some(path) = &self.settings.pidfile {
-            let _ = std::fs::remove_file(path);
-        }
+        self.upgrade.remove_pidfile();
     }
 }

@@ -260,7 +260,8 @@ pub fn help() -> String {
     }
     out.push_str(
         "\nsignals to the master: TERM/INT graceful stop, QUIT fast stop, HUP reload workers,\n\
-         TTIN/TTOU one worker more/less, USR1 reopen log files.\n",
+         TTIN/TTOU one worker more/less, USR1 reopen log files, USR2 upgrade to the binary on\n\
+         disk (a new master beside this one), WINCH (old master of an upgrade) retire workers.\n",
     );
     out
 }

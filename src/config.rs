@@ -90,6 +90,12 @@ pub struct Settings {
     pub print_config: bool,
     /// `--check-config`: check the settings and that the app imports, then exit.
     pub check_config: bool,
+    /// Resident size in MiB past which a worker is gracefully replaced; 0 = no limit.
+    pub max_worker_rss: u64,
+    /// Start new workers when the app's source files change (development).
+    pub reload: bool,
+    /// More files whose change reloads, with `reload`.
+    pub reload_extra_files: Vec<PathBuf>,
 }
 
 impl Default for Settings {
@@ -130,6 +136,9 @@ impl Default for Settings {
             hooks: Vec::new(),
             print_config: false,
             check_config: false,
+            max_worker_rss: 0,
+            reload: false,
+            reload_extra_files: Vec::new(),
         }
     }
 }
@@ -382,6 +391,48 @@ pub static SETTINGS: &[Setting] = &[
             Ok(())
         },
         doc: "Up to this many extra requests, drawn per worker, added to --max-requests. [0]",
+    },
+    Setting {
+        name: "max_worker_rss",
+        flags: &["--max-worker-rss"],
+        metavar: Some("MIB"),
+        apply: |s, v| {
+            let limit = crate::recycle::MAX_MIB;
+            let what = format!("a whole number of MiB from 0 to {limit}");
+            let n: u64 = parse_num(v, 0, &what)?;
+            if n > limit {
+                return Err(format!("invalid value '{v}' (expected {what})"));
+            }
+            s.max_worker_rss = n;
+            Ok(())
+        },
+        doc: "Resident size in MiB past which a worker is gracefully replaced, one worker at a time (not in gunicorn); 0 = no limit. [0]",
+    },
+    Setting {
+        name: "reload",
+        flags: &["--reload"],
+        metavar: None,
+        apply: |s, v| {
+            s.reload = parse_bool(v)?;
+            Ok(())
+        },
+        doc: "Start new workers when a source file of the app changes; the old ones serve on if the new code fails to load. For development.",
+    },
+    Setting {
+        name: "reload_extra_files",
+        flags: &["--reload-extra-file"],
+        metavar: Some("FILE"),
+        apply: |s, v| {
+            if v.trim().is_empty() {
+                return Err("invalid value '' (expected a file name)".to_owned());
+            }
+            // Relative to where minigun was started, like every path on the command line,
+            // whatever --chdir says.
+            let path = std::path::absolute(v).map_err(|e| format!("'{v}': {e}"))?;
+            s.reload_extra_files.push(path);
+            Ok(())
+        },
+        doc: "With --reload, also reload when this file changes (templates, settings). Repeatable.",
     },
     Setting {
         name: "limit_request_line",
@@ -742,7 +793,10 @@ impl Settings {
                     if setting.name == "config" {
                         continue;
                     }
-                    if matches!(setting.name, "bind" | "raw_env" | "pythonpath") {
+                    if matches!(
+                        setting.name,
+                        "bind" | "raw_env" | "pythonpath" | "reload_extra_files"
+                    ) {
                         // List settings: the config file's value replaces the default.
                         match setting.name {
                             "bind" => {
@@ -750,6 +804,7 @@ impl Settings {
                                 self.bind_given = true;
                             }
                             "raw_env" => self.raw_env.clear(),
+                            "reload_extra_files" => self.reload_extra_files.clear(),
                             _ => self.pythonpath.clear(),
                         }
                     }
@@ -850,6 +905,18 @@ impl Settings {
             ("user", id(self.user)),
             ("group", id(self.group)),
             ("umask", format!("{:#o}", self.umask)),
+            ("max_worker_rss", self.max_worker_rss.to_string()),
+            ("reload", self.reload.to_string()),
+            (
+                "reload_extra_files",
+                list(
+                    &self
+                        .reload_extra_files
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>(),
+                ),
+            ),
             ("hooks", list(&self.hooks)),
         ];
         let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
@@ -868,6 +935,13 @@ impl Settings {
         if self.app.is_none() {
             return Err(ConfigError(
                 "the following arguments are required: MODULE:APP".to_owned(),
+            ));
+        }
+        if self.reload && self.preload_app {
+            // New workers of a preloaded app fork from the master's copy of the old code.
+            return Err(ConfigError(
+                "--reload: cannot reload an app the master imported (--preload); use one of them"
+                    .to_owned(),
             ));
         }
         Ok(())

@@ -7,6 +7,9 @@
 //! * [`arbiter`] is the master process: it binds the listeners ([`net`]), or takes the ones
 //!   systemd passed, forks the workers, reaps, replaces and kills them (and any other child, as
 //!   PID 1 must), reacts to signals ([`signals`]) and tells systemd how it is doing ([`notify`]).
+//!   Three concerns of the master live in modules of their own: [`upgrade`] (USR2 starts a new
+//!   master from the binary on disk and hands it the sockets; WINCH), [`reload`] (`--reload`:
+//!   inotify on the app's source files) and [`recycle`] (`--max-worker-rss`).
 //! * [`worker`] is one worker process: an epoll loop shared by `--threads` threads
 //!   (leader/followers) that accepts connections, parks the ones that wait, and hands complete
 //!   requests to the app.
@@ -51,7 +54,10 @@ pub mod http;
 pub mod log;
 pub mod net;
 pub mod notify;
+pub mod recycle;
+pub mod reload;
 pub mod signals;
 pub mod sys;
+pub mod upgrade;
 pub mod worker;
 pub mod wsgi;

@@ -133,8 +133,9 @@ pub fn bind(spec: &str, backlog: i32) -> io::Result<Listener> {
 }
 
 /// Takes over a listening socket someone else bound and passed to us as descriptor `raw`
-/// (`fd://N`, or systemd's `LISTEN_FDS`).
-fn adopt(raw: RawFd) -> io::Result<Listener> {
+/// (`fd://N`, systemd's `LISTEN_FDS`, or the old master of an upgrade's `MINIGUN_FD`, see
+/// `upgrade`), marked [`Listener::inherited`]; the caller may say otherwise.
+pub fn adopt(raw: RawFd) -> io::Result<Listener> {
     let fd = sys::inherited_socket(raw)?;
     // A socket unit with `Accept=yes` passes one connected socket per connection, inetd style;
     // accept(2) on it would fail in every worker. Say so now, once.

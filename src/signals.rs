@@ -29,6 +29,10 @@ pub enum Signal {
     Ttou,
     /// Reopen log files.
     Usr1,
+    /// Binary upgrade: start a new master from the executable on disk (see `upgrade`).
+    Usr2,
+    /// Old master of an upgrade: retire every worker and start none.
+    Winch,
     /// A child exited.
     Chld,
 }
@@ -44,12 +48,14 @@ impl Signal {
             Signal::Ttin => libc::SIGTTIN,
             Signal::Ttou => libc::SIGTTOU,
             Signal::Usr1 => libc::SIGUSR1,
+            Signal::Usr2 => libc::SIGUSR2,
+            Signal::Winch => libc::SIGWINCH,
             Signal::Chld => libc::SIGCHLD,
         }
     }
 
     /// Every signal minigun handles; the arbiter listens to all of them.
-    pub const ALL: [Signal; 8] = [
+    pub const ALL: [Signal; 10] = [
         Signal::Term,
         Signal::Int,
         Signal::Quit,
@@ -57,6 +63,8 @@ impl Signal {
         Signal::Ttin,
         Signal::Ttou,
         Signal::Usr1,
+        Signal::Usr2,
+        Signal::Winch,
         Signal::Chld,
     ];
 
@@ -75,6 +83,8 @@ impl Signal {
             Signal::Ttin => "ttin",
             Signal::Ttou => "ttou",
             Signal::Usr1 => "usr1",
+            Signal::Usr2 => "usr2",
+            Signal::Winch => "winch",
             Signal::Chld => "chld",
         }
     }

@@ -113,6 +113,39 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Resident set size of process `pid` in bytes, from `/proc/PID/statm`: what `ps` and `top`
+/// show as RSS, shared pages (the interpreter's library, pages a `--preload` master shares)
+/// included. `None` once the process is gone.
+pub fn rss_of(pid: Pid) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf takes an integer name.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages.saturating_mul(page.max(4096) as u64))
+}
+
+/// Makes `command` keep the descriptors `fds` open across its `exec`: they are close-on-exec
+/// everywhere else (so no worker, app subprocess or earlier child inherits them), and only the
+/// child that is about to become the new master clears the flag, between its fork and exec.
+pub fn keep_across_exec(command: &mut std::process::Command, fds: Vec<RawFd>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: it calls fcntl(2), which is one, and allocates nothing (the vector was
+    // built before the fork and is only read). The descriptors are the arbiter's listeners,
+    // open for the whole life of the arbiter.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &fds {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags == -1 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Sets the file-mode creation mask, returning the old one.
 pub fn umask(mask: u32) -> u32 {
     // SAFETY: umask(2) cannot fail and reads no memory.
@@ -713,6 +746,88 @@ impl EventFd {
         let mut n: u64 = 0;
         // SAFETY: `n` is a valid, writable 8-byte buffer for the duration of the call.
         unsafe { libc::read(self.fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+    }
+}
+
+/// An inotify instance (inotify(7)): the kernel reports changes in the directories it watches
+/// as events read from one descriptor, which the arbiter polls with its signal pipe.
+pub struct Inotify {
+    fd: OwnedFd,
+}
+
+/// One inotify event: which watch, what happened, and the name of the entry in the watched
+/// directory (empty for events about the directory itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InotifyEvent {
+    /// The watch descriptor `add_watch` returned.
+    pub wd: i32,
+    /// `IN_CLOSE_WRITE`, `IN_MOVED_TO`, … as reported.
+    pub mask: u32,
+    /// The file's name inside the directory, without the kernel's NUL padding.
+    pub name: std::ffi::OsString,
+}
+
+impl Inotify {
+    /// A non-blocking, close-on-exec inotify instance.
+    pub fn new() -> io::Result<Inotify> {
+        // SAFETY: inotify_init1(2) takes a flag integer.
+        let fd = check(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })?;
+        // SAFETY: inotify_init1 returned a new descriptor that nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Inotify { fd })
+    }
+
+    /// The descriptor to poll.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Watches `path` for the events in `mask`; returns the watch descriptor (the same one for
+    /// a path watched twice).
+    pub fn add_watch(&self, path: &std::path::Path, mask: u32) -> io::Result<i32> {
+        use std::os::unix::ffi::OsStrExt;
+        let cpath = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+        // SAFETY: `cpath` is NUL-terminated and outlives the call.
+        check(unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), cpath.as_ptr(), mask) })
+    }
+
+    /// Reads every event waiting (none when nothing happened: the descriptor is non-blocking).
+    pub fn read_events(&self) -> Vec<InotifyEvent> {
+        let mut events = Vec::new();
+        // Room for many events at once; the kernel never splits one across reads.
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = read(self.fd.as_raw_fd(), &mut buf) {
+            if n == 0 {
+                break;
+            }
+            parse_inotify_events(&buf[..n], &mut events);
+        }
+        events
+    }
+}
+
+/// Decodes `struct inotify_event` records (inotify(7)): `wd` (i32), `mask`, `cookie` and `len`
+/// (u32 each), then `len` bytes of NUL-padded name. Parsed field by field from the bytes, so
+/// no pointer into the buffer is needed; a truncated record ends the parse.
+pub fn parse_inotify_events(mut buf: &[u8], out: &mut Vec<InotifyEvent>) {
+    use std::os::unix::ffi::OsStrExt;
+    const HEAD: usize = 16;
+    let word = |b: &[u8], at: usize| [b[at], b[at + 1], b[at + 2], b[at + 3]];
+    while buf.len() >= HEAD {
+        let wd = i32::from_ne_bytes(word(buf, 0));
+        let mask = u32::from_ne_bytes(word(buf, 4));
+        let len = u32::from_ne_bytes(word(buf, 12)) as usize;
+        let Some(name) = buf.get(HEAD..HEAD + len) else {
+            break;
+        };
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+        out.push(InotifyEvent {
+            wd,
+            mask,
+            name: std::ffi::OsStr::from_bytes(name).to_owned(),
+        });
+        buf = &buf[HEAD + len..];
     }
 }
 

@@ -80,3 +80,38 @@ fn running_out_of_descriptors_backs_off_and_recovers() {
         "the worker did not recover"
     );
 }
+
+/// A HUP whose new code cannot be imported: one new worker tries (so the traceback is logged
+/// once, not once per worker), fails, and every old worker serves on; none is retired for it.
+#[test]
+fn hup_with_broken_code_keeps_every_old_worker_and_logs_the_traceback_once() {
+    let dir = common::TempDir::new("broken-hup");
+    let app = dir.path().join("served.py");
+    std::fs::write(
+        &app,
+        "import os\nos.write(2, b'served: imported\\n')\n\n\
+         def app(environ, start_response):\n    \
+         start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n",
+    )
+    .expect("write the app");
+    let dir_arg = dir.path().to_str().expect("utf-8 temp path");
+    let server = Server::start(&["--chdir", dir_arg, "-w", "3", "served:app"]);
+    let old = server.wait_for_workers(3, WAIT);
+    // All three have imported the good code before it breaks.
+    server.wait_for_lines("served: imported", 3, WAIT);
+
+    std::fs::write(&app, "def app(:\n").expect("break the app");
+    server.signal(libc::SIGHUP);
+    server.wait_for_line(
+        "New workers failed to boot; the old workers keep serving",
+        WAIT,
+    );
+    // Past the back-off after the failure: nothing more is started or retired.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.worker_pids(), old, "the old workers were touched");
+    assert_eq!(server.count_lines("Traceback (most recent call last)"), 1);
+    assert_eq!(server.count_lines("Booting worker with pid:"), 4);
+    for _ in 0..6 {
+        assert_eq!(common::http_get(server.port(), "/").text(), "ok");
+    }
+}

@@ -280,8 +280,11 @@ fn boot_python(setup: &Setup<'_>) -> Result<(App, Hooks), i32> {
         };
         crate::wsgi::prepare_app(py, app, settings, &addrs, &hooks)
             .map_err(|e| interpreter::format_traceback(py, &e))
-    })
-    .map_err(failed(interpreter::APP_LOAD_ERROR))?;
+    });
+    // --reload: tell the arbiter which files the app came from, whether it loaded or not (the
+    // files of a failed import are the ones whose fix must reload).
+    crate::reload::report_modules();
+    let app = app.map_err(failed(interpreter::APP_LOAD_ERROR))?;
     let initialised = Python::attach(|py| match &hooks.worker {
         Some(w) => hooks.call(py, "post_worker_init", (w.bind(py),)),
         None => true,
