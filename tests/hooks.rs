@@ -9,7 +9,8 @@
 //! - `--print-config` and `--check-config`;
 //! - every hook is called at gunicorn's moment with gunicorn's arguments; a hook that raises is
 //!   logged and the server goes on (but `on_starting` stops it, as in gunicorn); a hook with the
-//!   wrong number of arguments is refused at start;
+//!   wrong number of arguments is refused at start; `pre_exec` runs before USR2 starts a new
+//!   master;
 //! - a worker killed for `--timeout` leaves its requests, their access-log lines and the
 //!   traceback of the stuck code in the logs, and `worker_abort` runs.
 
@@ -350,4 +351,20 @@ fn a_worker_killed_for_timeout_is_explained_in_the_logs() {
         )
         .is_ok_and(|r| r.status == 200)));
     }
+}
+
+#[test]
+fn pre_exec_runs_before_usr2_starts_the_new_master() {
+    let dir = TempDir::new("hooks-pre-exec");
+    let conf = write(
+        dir.path(),
+        "conf.py",
+        "def pre_exec(server):\n    server.log.info('HOOK pre_exec %s', server.pid)\n",
+    );
+    let server = Server::start(&["-c", &conf, "--chdir", "tests/apps", "hooked:app"]);
+    server.wait_for_workers(1, WAIT);
+    server.signal(libc::SIGUSR2);
+    let hook = server.wait_for_line("HOOK pre_exec", WAIT);
+    assert!(hook.contains(&server.master_pid().to_string()), "{hook}");
+    server.wait_for_line("Upgrading: new master", WAIT);
 }
