@@ -58,6 +58,10 @@ pub struct Settings {
     pub errorlog: String,
     /// Error log threshold.
     pub loglevel: Level,
+    /// Write the access log as JSON lines instead of `access_log_format`.
+    pub access_log_json: bool,
+    /// The request header the JSON access log takes its `request_id` from.
+    pub request_id_header: String,
     /// Directory to change to before loading the app.
     pub chdir: Option<PathBuf>,
     /// Extra directories put in front of `sys.path`.
@@ -104,6 +108,8 @@ impl Default for Settings {
             access_log_format: DEFAULT_ACCESS_FORMAT.to_owned(),
             errorlog: "-".to_owned(),
             loglevel: Level::Info,
+            access_log_json: false,
+            request_id_header: "X-Request-ID".to_owned(),
             chdir: None,
             pythonpath: Vec::new(),
             raw_env: Vec::new(),
@@ -460,6 +466,30 @@ pub static SETTINGS: &[Setting] = &[
             Ok(())
         },
         doc: "Error log level: debug, info, warning, error, critical. [info]",
+    },
+    Setting {
+        name: "access_log_json",
+        flags: &["--access-log-json"],
+        metavar: None,
+        apply: |s, v| {
+            s.access_log_json = parse_bool(v)?;
+            Ok(())
+        },
+        doc: "Write the access log as one JSON object per line (time, pid, remote, method, path, query, protocol, status, bytes, duration_us, user_agent, referer, request_id) instead of --access-logformat; needs --access-logfile.",
+    },
+    Setting {
+        name: "request_id_header",
+        flags: &["--request-id-header"],
+        metavar: Some("HEADER"),
+        apply: |s, v| {
+            let name = v.trim();
+            if name.is_empty() || !name.bytes().all(crate::http::parse::is_token) {
+                return Err(format!("invalid value '{v}' (expected a header name)"));
+            }
+            s.request_id_header = name.to_owned();
+            Ok(())
+        },
+        doc: "Request header whose value the JSON access log records as request_id. [X-Request-ID]",
     },
     Setting {
         name: "chdir",

@@ -302,10 +302,7 @@ impl<'a> Worker<'a> {
             pulse: Pulse::new(busy, setup.heartbeat),
             next_sweep: AtomicU64::new(0),
             running: AtomicUsize::new(threads),
-            access: settings
-                .accesslog
-                .as_ref()
-                .map(|_| AccessFormat::compile(&settings.access_log_format)),
+            access: AccessFormat::from_settings(settings),
             oneshot: threads > 1,
             conn_events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32
                 | if threads > 1 {
