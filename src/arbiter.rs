@@ -101,6 +101,7 @@ pub fn run(settings: Settings) -> i32 {
         }
     }
     crate::info!("Starting minigun {}", env!("CARGO_PKG_VERSION"));
+    crate::statsd::configure(settings.statsd_host.as_ref(), &settings.statsd_prefix);
     let _ = sys::ignore_signal(libc::SIGPIPE);
     match sys::raise_open_files_limit() {
         Ok(n) => crate::debug!("Open files limit: {n}"),

@@ -58,6 +58,10 @@ pub struct Settings {
     pub errorlog: String,
     /// Error log threshold.
     pub loglevel: Level,
+    /// statsD server for metrics; none = no metrics.
+    pub statsd_host: Option<crate::statsd::Address>,
+    /// Prefix of every metric name (normalised by `statsd::normalize_prefix`).
+    pub statsd_prefix: String,
     /// Write the access log as JSON lines instead of `access_log_format`.
     pub access_log_json: bool,
     /// The request header the JSON access log takes its `request_id` from.
@@ -108,6 +112,8 @@ impl Default for Settings {
             access_log_format: DEFAULT_ACCESS_FORMAT.to_owned(),
             errorlog: "-".to_owned(),
             loglevel: Level::Info,
+            statsd_host: None,
+            statsd_prefix: String::new(),
             access_log_json: false,
             request_id_header: "X-Request-ID".to_owned(),
             chdir: None,
@@ -466,6 +472,31 @@ pub static SETTINGS: &[Setting] = &[
             Ok(())
         },
         doc: "Error log level: debug, info, warning, error, critical. [info]",
+    },
+    Setting {
+        name: "statsd_host",
+        flags: &["--statsd-host"],
+        metavar: Some("STATSD_ADDR"),
+        apply: |s, v| {
+            s.statsd_host = if v.trim().is_empty() {
+                None
+            } else {
+                Some(crate::statsd::parse_address(v)?)
+            };
+            Ok(())
+        },
+        doc: "Send gunicorn's metrics to this statsD server over UDP: HOST:PORT (port 8125 if left out), or unix:PATH for a unix datagram socket. Off unless given.",
+    },
+    Setting {
+        name: "statsd_prefix",
+        flags: &["--statsd-prefix"],
+        metavar: Some("STATSD_PREFIX"),
+        apply: |s, v| {
+            crate::statsd::check_prefix(v)?;
+            s.statsd_prefix = v.to_owned();
+            Ok(())
+        },
+        doc: "Prefix for every metric name; a '.' is put after it as gunicorn does. ['']",
     },
     Setting {
         name: "access_log_json",

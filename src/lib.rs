@@ -20,7 +20,8 @@
 //! * [`client`] is the one layer that touches client sockets: the EINTR-correct read, write,
 //!   wait and sendfile loops, the heartbeat, and the revocable lease through which the app
 //!   reaches a request's socket.
-//! * [`log`] writes gunicorn-shaped error and access logs; [`date`] formats their times.
+//! * [`log`] writes gunicorn-shaped error and access logs (or JSON access lines); [`date`]
+//!   formats their times. [`statsd`] sends gunicorn's metrics over UDP.
 //! * [`sys`] holds the safe wrappers over libc; with `wsgi::interpreter` (CPython start-up),
 //!   it is where the crate's `unsafe` code lives.
 //!
@@ -47,6 +48,7 @@ pub mod log;
 pub mod net;
 pub mod notify;
 pub mod signals;
+pub mod statsd;
 pub mod sys;
 pub mod worker;
 pub mod wsgi;

@@ -11,6 +11,9 @@
 //! log pipelines that would otherwise need a Python logging configuration to get one. Either way
 //! the bytes a client chose (path, headers) are escaped so that one request is one line and,
 //! in JSON, the line always parses.
+//!
+//! With `--statsd-host`, every warning, error and critical line is also counted (see
+//! [`crate::statsd`]), as gunicorn's statsD logger counts them.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -143,6 +146,21 @@ pub fn access_enabled() -> bool {
 
 /// Writes one error-log line at `level`.
 pub fn log(level: Level, args: std::fmt::Arguments<'_>) {
+    emit(level, false, args)
+}
+
+/// Writes an error line about an exception that ended a request: ERROR level, counted as
+/// `gunicorn.log.exception` rather than `.error`, as gunicorn's `Logger.exception` is.
+pub fn exception(args: std::fmt::Arguments<'_>) {
+    emit(Level::Error, true, args)
+}
+
+fn emit(level: Level, exception: bool, args: std::fmt::Arguments<'_>) {
+    // Counted before the level filter: gunicorn's statsD logger counts the lines it is asked
+    // to write, shown or not.
+    if level >= Level::Warning {
+        crate::statsd::log_line(level, exception);
+    }
     if !enabled(level) {
         return;
     }

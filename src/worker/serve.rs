@@ -351,26 +351,31 @@ impl Worker<'_> {
             lead.request_finished(epoch, started.elapsed());
         }
         self.pulse.beat();
-        if let Some(format) = &self.access {
-            let buf = &conn.buf;
-            let head = &conn.head;
-            let line_end = head.line_end.min(buf.len());
-            let request_header = |name: &str| head.header(buf, name);
-            format.log(&AccessEntry {
-                remote: &conn.remote,
-                remote_port: &conn.port,
-                request_line: &buf[head.line_start.min(line_end)..line_end],
-                method: head.method.of(buf),
-                target: head.target.of(buf),
-                path: head.path.of(buf),
-                query: head.query.of(buf),
-                protocol: head.protocol(),
-                status: outcome.status,
-                body_bytes: outcome.body_bytes,
-                elapsed: started.elapsed(),
-                request_header: &request_header,
-                response_headers: &outcome.response_headers,
-            });
+        // Nothing here costs a request anything while the access log and statsD are off.
+        if self.access.is_some() || crate::statsd::enabled() {
+            let elapsed = started.elapsed();
+            if let Some(format) = &self.access {
+                let buf = &conn.buf;
+                let head = &conn.head;
+                let line_end = head.line_end.min(buf.len());
+                let request_header = |name: &str| head.header(buf, name);
+                format.log(&AccessEntry {
+                    remote: &conn.remote,
+                    remote_port: &conn.port,
+                    request_line: &buf[head.line_start.min(line_end)..line_end],
+                    method: head.method.of(buf),
+                    target: head.target.of(buf),
+                    path: head.path.of(buf),
+                    query: head.query.of(buf),
+                    protocol: head.protocol(),
+                    status: outcome.status,
+                    body_bytes: outcome.body_bytes,
+                    elapsed,
+                    request_header: &request_header,
+                    response_headers: &outcome.response_headers,
+                });
+            }
+            crate::statsd::request(outcome.status, elapsed);
         }
         let served = self.requests.fetch_add(1, Ordering::AcqRel) + 1;
         let max = self.setup.max_requests;
@@ -436,6 +441,7 @@ impl Worker<'_> {
                 response_headers: &[],
             });
         }
+        crate::statsd::request(code, Duration::ZERO);
         conn.start_lingering();
     }
 
