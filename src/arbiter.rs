@@ -5,9 +5,9 @@
 //! [`Arbiter::manage_workers`], and one `handle_*` per signal. The arbiter starts no threads
 //! and (without `--preload`) no Python, so `fork` is safe at any moment.
 //!
-//! Heartbeats: before the first fork the arbiter maps one shared page of `AtomicU64`s, two per
-//! worker slot: the worker's heartbeat (monotonic milliseconds, see `worker::Worker::beat`) and
-//! its state (booted, retiring). A worker whose heartbeat is older than `--timeout` is killed
+//! Heartbeats: before the first fork the arbiter maps one shared page of `AtomicU64`s, three per
+//! worker slot: the worker's heartbeat (monotonic milliseconds, see `worker::Worker::beat`), its
+//! state (booted, retiring) and its count of busy threads (see `saturation`). A worker whose heartbeat is older than `--timeout` is killed
 //! and replaced. A worker that exits with status 4 (the app failed to import) before any
 //! worker ever booted stops the arbiter instead of looping on forks; one that dies during
 //! start-up otherwise is restarted with an exponential back-off.
@@ -22,6 +22,7 @@ use pyo3::prelude::*;
 use crate::config::Settings;
 use crate::net::{self, Listener};
 use crate::notify::Notifier;
+use crate::saturation::LoadWatch;
 use crate::signals::{Signal, SignalPipe};
 use crate::sys::{self, Exit, Fork, Pid, SharedSlots};
 use crate::worker::{self, slot_state};
@@ -76,6 +77,8 @@ pub struct Arbiter {
     rng: u64,
     /// The directory minigun was started in (before `--chdir`), for re-reading the config.
     start_dir: Option<std::path::PathBuf>,
+    /// Busy threads and the listen backlog, for the saturation lines and the master's metrics.
+    load: LoadWatch,
     /// systemd's notification socket (does nothing without `NOTIFY_SOCKET`).
     notifier: Notifier,
     /// `READY=1` is owed: at start-up, and after a HUP, until every wanted worker serves.
@@ -143,7 +146,7 @@ pub fn run(settings: Settings) -> i32 {
     }
     crate::info!("Using worker: threads ({} per worker)", settings.threads);
 
-    let slots: &'static SharedSlots = match SharedSlots::new(MAX_SLOTS * 2) {
+    let slots: &'static SharedSlots = match SharedSlots::new(MAX_SLOTS * 3) {
         Ok(s) => Box::leak(Box::new(s)),
         Err(e) => {
             crate::error!("Cannot map the heartbeat page: {e}");
@@ -175,6 +178,7 @@ pub fn run(settings: Settings) -> i32 {
     }
 
     let desired = settings.workers;
+    let backlog_metric = settings.enable_backlog_metric;
     let mut arbiter = Arbiter {
         settings,
         listeners,
@@ -189,6 +193,7 @@ pub fn run(settings: Settings) -> i32 {
         spawn_after: 0,
         reloading: false,
         start_dir,
+        load: LoadWatch::new(backlog_metric),
         rng: sys::monotonic_ms() ^ (sys::getpid() as u64) << 20,
         notifier: Notifier::from_env(),
         ready_owed: true,
@@ -224,6 +229,11 @@ impl Arbiter {
 
     fn state(&self, slot: usize) -> &'static std::sync::atomic::AtomicU64 {
         &self.slots.slots()[slot * 2 + 1]
+    }
+
+    /// The worker's busy-thread count: the third word of a slot, kept after all the pairs.
+    fn busy_threads(&self, slot: usize) -> &'static std::sync::atomic::AtomicU64 {
+        &self.slots.slots()[MAX_SLOTS * 2 + slot]
     }
 
     fn main_loop(&mut self) -> i32 {
@@ -265,6 +275,7 @@ impl Arbiter {
             }
             self.murder_workers();
             self.manage_workers();
+            self.watch_load();
         }
     }
 
@@ -356,6 +367,7 @@ impl Arbiter {
             listeners: &self.listeners,
             heartbeat: self.heartbeat(slot),
             state: self.state(slot),
+            busy_threads: self.busy_threads(slot),
             ppid,
             preloaded: app,
             max_requests,
@@ -506,6 +518,21 @@ impl Arbiter {
             }
         }
         self.announce_ready();
+    }
+
+    /// Adds up the busy threads of the workers that serve and hands them to the load watch,
+    /// which logs when requests start and stop queueing (see `saturation`).
+    fn watch_load(&mut self) {
+        let (mut serving, mut busy) = (0u64, 0u64);
+        for w in self.workers.values().filter(|w| !w.stopping) {
+            if self.state(w.slot).load(Ordering::Acquire) == slot_state::BOOTED {
+                serving += 1;
+                busy += self.busy_threads(w.slot).load(Ordering::Relaxed);
+            }
+        }
+        let kept = self.workers.values().filter(|w| !w.stopping).count();
+        let capacity = serving * self.settings.threads.max(1) as u64;
+        self.load.observe(kept, capacity, busy, &self.listeners);
     }
 
     /// systemd's `READY=1`, owed since start-up or the last HUP, once the wanted number of

@@ -62,6 +62,8 @@ pub struct Settings {
     pub statsd_host: Option<crate::statsd::Address>,
     /// Prefix of every metric name (normalised by `statsd::normalize_prefix`).
     pub statsd_prefix: String,
+    /// Send the listen backlog as `gunicorn.backlog`.
+    pub enable_backlog_metric: bool,
     /// Write the access log as JSON lines instead of `access_log_format`.
     pub access_log_json: bool,
     /// The request header the JSON access log takes its `request_id` from.
@@ -114,6 +116,7 @@ impl Default for Settings {
             loglevel: Level::Info,
             statsd_host: None,
             statsd_prefix: String::new(),
+            enable_backlog_metric: false,
             access_log_json: false,
             request_id_header: "X-Request-ID".to_owned(),
             chdir: None,
@@ -497,6 +500,16 @@ pub static SETTINGS: &[Setting] = &[
             Ok(())
         },
         doc: "Prefix for every metric name; a '.' is put after it as gunicorn does. ['']",
+    },
+    Setting {
+        name: "enable_backlog_metric",
+        flags: &["--enable-backlog-metric"],
+        metavar: None,
+        apply: |s, v| {
+            s.enable_backlog_metric = parse_bool(v)?;
+            Ok(())
+        },
+        doc: "Also send the connections waiting in the listen backlog, once a second, as the gunicorn.backlog histogram.",
     },
     Setting {
         name: "access_log_json",

@@ -21,7 +21,8 @@
 //!   wait and sendfile loops, the heartbeat, and the revocable lease through which the app
 //!   reaches a request's socket.
 //! * [`log`] writes gunicorn-shaped error and access logs (or JSON access lines); [`date`]
-//!   formats their times. [`statsd`] sends gunicorn's metrics over UDP.
+//!   formats their times. [`statsd`] sends gunicorn's metrics over UDP, and [`saturation`] is
+//!   the master's watch for requests queueing because every thread is busy.
 //! * [`sys`] holds the safe wrappers over libc; with `wsgi::interpreter` (CPython start-up),
 //!   it is where the crate's `unsafe` code lives.
 //!
@@ -47,6 +48,7 @@ pub mod http;
 pub mod log;
 pub mod net;
 pub mod notify;
+pub mod saturation;
 pub mod signals;
 pub mod statsd;
 pub mod sys;

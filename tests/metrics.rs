@@ -1,5 +1,6 @@
-//! Metrics, as a gunicorn user watching production meets them: `--statsd-host` sends gunicorn's
-//! metric names to a real UDP (or unix datagram) socket held by the test.
+//! Metrics and load, as a gunicorn user watching production meets them: `--statsd-host` sends
+//! gunicorn's metric names to a real UDP (or unix datagram) socket held by the test, and the
+//! master says once when every thread is busy and connections queue, and once when that ends.
 
 mod common;
 
@@ -137,6 +138,8 @@ fn sends_gunicorns_request_metrics_with_the_prefix() {
                 .count()
                 == 2
     });
+    // The master's gauge, sent when the number of workers is first known.
+    statsd.wait_for(&server, "myapp.gunicorn.workers:1|g");
     let durations: Vec<&String> = statsd
         .got
         .iter()
@@ -178,6 +181,8 @@ fn sends_gunicorns_request_metrics_with_the_prefix() {
             "{d:?}"
         );
     }
+    // Three quick requests do not saturate anything.
+    assert_eq!(server.count_lines("threads busy"), 0);
 }
 
 #[test]
@@ -257,6 +262,7 @@ fn a_unix_statsd_host_gets_the_metrics_without_a_prefix() {
     assert_eq!(http_get(server.port(), "/empty").status, 204);
     statsd.wait_for(&server, "gunicorn.requests:1|c|@1.0");
     statsd.wait_for(&server, "gunicorn.request.status.204:1|c|@1.0");
+    statsd.wait_for(&server, "gunicorn.workers:1|g");
 }
 
 #[test]
@@ -332,9 +338,65 @@ fn help_lists_the_metrics_and_log_flags() {
     for flag in [
         "--statsd-host",
         "--statsd-prefix",
+        "--enable-backlog-metric",
         "--access-log-json",
         "--request-id-header",
     ] {
         assert!(text.contains(flag), "--help does not mention {flag}");
     }
+}
+
+/// Sends `GET path` with `Connection: close` on a new connection and reads the whole answer.
+fn get_on_new_connection(port: u16, path: &str) -> std::thread::JoinHandle<Result<u16, String>> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    std::thread::spawn(move || {
+        let raw = common::exchange(port, request.as_bytes(), WAIT)?;
+        common::parse_response(&raw).map(|r| r.status)
+    })
+}
+
+#[test]
+fn saturation_is_logged_once_when_it_starts_and_once_when_it_ends() {
+    let (mut statsd, addr) = Statsd::udp();
+    let server = start(&[
+        "--threads",
+        "2",
+        "--statsd-host",
+        &addr,
+        "--enable-backlog-metric",
+    ]);
+    // Six clients, two threads: two requests sleep in the app while the other connections wait
+    // in the listen backlog, nobody being free to accept them.
+    let clients: Vec<_> = (0..6)
+        .map(|_| get_on_new_connection(server.port(), "/sleep?s=1.5"))
+        .collect();
+    let started = server.wait_for_line("threads busy", WAIT);
+    assert!(
+        started.contains("[WARNING] All 2 threads busy and ")
+            && started.contains("connections waiting"),
+        "{started}"
+    );
+    for client in clients {
+        let status = client.join().expect("client thread");
+        assert_eq!(status, Ok(200));
+    }
+    let ended = server.wait_for_line("Requests no longer queueing", WAIT);
+    assert!(ended.contains("[INFO]"), "{ended}");
+    statsd.wait_for(&server, "minigun.saturated:1|g");
+    statsd.wait_for(&server, "minigun.saturated:0|g");
+    // gunicorn's --enable-backlog-metric histogram saw the queue.
+    statsd.wait_until(&server, "a non-empty gunicorn.backlog", WAIT, |got| {
+        got.iter().any(|g| {
+            g.strip_prefix("gunicorn.backlog:")
+                .and_then(|v| v.strip_suffix("|h"))
+                .and_then(|v| v.parse::<u32>().ok())
+                .is_some_and(|n| n > 0)
+        })
+    });
+    // Stopping gives the master every pass it will ever make: still one line of each.
+    server.signal(libc::SIGTERM);
+    server.wait_exit(WAIT);
+    assert_eq!(server.count_lines("threads busy"), 1);
+    assert_eq!(server.count_lines("Requests no longer queueing"), 1);
+    assert_eq!(statsd.count("minigun.saturated:1|g"), 1);
 }

@@ -314,6 +314,8 @@ impl Worker<'_> {
     /// Calls the app for the complete request in `conn`; returns whether the connection may
     /// carry another request.
     fn serve_request(&self, conn: &mut Conn, thread: usize, cache: &mut ThreadCache) -> bool {
+        // This thread counts as busy (for the arbiter's saturation watch) until we return.
+        let _occupied = self.pulse.occupy();
         let started = Instant::now();
         let clock = self.pulse.clock(thread);
         clock.start();
