@@ -5,9 +5,9 @@
 //! [`Arbiter::manage_workers`], and one `handle_*` per signal. The arbiter starts no threads
 //! and (without `--preload`) no Python, so `fork` is safe at any moment.
 //!
-//! Heartbeats: before the first fork the arbiter maps one shared page of `AtomicU64`s, two per
-//! worker slot: the worker's heartbeat (monotonic milliseconds, see `worker::Worker::beat`) and
-//! its state (booted, retiring). A worker whose heartbeat is older than `--timeout` is killed
+//! Heartbeats: before the first fork the arbiter maps one shared page of `AtomicU64`s, three per
+//! worker slot: the worker's heartbeat (monotonic milliseconds, see `worker::Worker::beat`), its
+//! state (booted, retiring) and its count of busy threads (see `saturation`). A worker whose heartbeat is older than `--timeout` is killed
 //! and replaced. A worker that exits with status 4 (the app failed to import) before any
 //! worker ever booted stops the arbiter instead of looping on forks; one that dies during
 //! start-up otherwise is restarted with an exponential back-off.
@@ -27,6 +27,7 @@ use crate::net::{self, Listener};
 use crate::notify::Notifier;
 use crate::recycle::{Candidate, RssLimit};
 use crate::reload::Reloader;
+use crate::saturation::LoadWatch;
 use crate::signals::{Signal, SignalPipe};
 use crate::sys::{self, Exit, Fork, Pid, SharedSlots};
 use crate::upgrade::Upgrade;
@@ -93,6 +94,8 @@ pub struct Arbiter {
     rng: u64,
     /// The directory minigun was started in (before `--chdir`), for re-reading the config.
     start_dir: Option<std::path::PathBuf>,
+    /// Busy threads and the listen backlog, for the saturation lines and the master's metrics.
+    load: LoadWatch,
     /// systemd's notification socket (does nothing without `NOTIFY_SOCKET`).
     notifier: Notifier,
     /// `READY=1` is owed: at start-up, and after a HUP, until every wanted worker serves.
@@ -127,6 +130,7 @@ pub fn run(settings: Settings) -> i32 {
         return check_config(&settings);
     }
     crate::info!("Starting minigun {}", env!("CARGO_PKG_VERSION"));
+    crate::statsd::configure(settings.statsd_host.as_ref(), &settings.statsd_prefix);
     let _ = sys::ignore_signal(libc::SIGPIPE);
     // The master needs an interpreter only to import the app before forking (--preload) or to
     // call hooks that run here. Then the config file runs here, as gunicorn runs it, and the
@@ -215,7 +219,7 @@ pub fn run(settings: Settings) -> i32 {
     }
     crate::info!("Using worker: threads ({} per worker)", settings.threads);
 
-    let slots: &'static SharedSlots = match SharedSlots::new(MAX_SLOTS * 2) {
+    let slots: &'static SharedSlots = match SharedSlots::new(MAX_SLOTS * 3) {
         Ok(s) => Box::leak(Box::new(s)),
         Err(e) => {
             crate::error!("Cannot map the heartbeat page: {e}");
@@ -271,10 +275,8 @@ pub fn run(settings: Settings) -> i32 {
     let rss_limit = RssLimit::new(settings.max_worker_rss);
 
     let desired = settings.workers;
-    let access = settings
-        .accesslog
-        .as_ref()
-        .map(|_| AccessFormat::compile(&settings.access_log_format));
+    let access = AccessFormat::from_settings(&settings);
+    let backlog_metric = settings.enable_backlog_metric;
     let mut arbiter = Arbiter {
         settings,
         listeners,
@@ -292,6 +294,7 @@ pub fn run(settings: Settings) -> i32 {
         spawn_after: 0,
         reloading: false,
         start_dir,
+        load: LoadWatch::new(backlog_metric),
         rng: sys::monotonic_ms() ^ (sys::getpid() as u64) << 20,
         notifier: Notifier::from_env(),
         ready_owed: true,
@@ -372,6 +375,11 @@ impl Arbiter {
         Board::new(&words[slot * board::SLOT_WORDS..(slot + 1) * board::SLOT_WORDS])
     }
 
+    /// The worker's busy-thread count: the third word of a slot, kept after all the pairs.
+    fn busy_threads(&self, slot: usize) -> &'static std::sync::atomic::AtomicU64 {
+        &self.slots.slots()[MAX_SLOTS * 2 + slot]
+    }
+
     fn main_loop(&mut self) -> i32 {
         self.manage_workers();
         loop {
@@ -426,6 +434,7 @@ impl Arbiter {
             self.murder_workers();
             self.check_worker_rss();
             self.manage_workers();
+            self.watch_load();
         }
     }
 
@@ -531,6 +540,7 @@ impl Arbiter {
             listeners: &self.listeners,
             heartbeat: self.heartbeat(slot),
             state: self.state(slot),
+            busy_threads: self.busy_threads(slot),
             ppid,
             preloaded: app,
             max_requests,
@@ -678,16 +688,22 @@ impl Arbiter {
                 let target = parts.next().unwrap_or("-");
                 let protocol = parts.next().unwrap_or("-");
                 let (path, query) = target.split_once('?').unwrap_or((target, ""));
-                let header = |name: &str| match name {
-                    "referer" if !r.referer.is_empty() => Some(r.referer.clone()),
-                    "user-agent" if !r.user_agent.is_empty() => Some(r.user_agent.clone()),
-                    _ => None,
+                let header = |name: &str| -> Option<&[u8]> {
+                    let value = if name.eq_ignore_ascii_case("referer") {
+                        &r.referer
+                    } else if name.eq_ignore_ascii_case("user-agent") {
+                        &r.user_agent
+                    } else {
+                        return None;
+                    };
+                    (!value.is_empty()).then_some(value.as_bytes())
                 };
-                let none = |_: &str| None;
                 format.log(&crate::log::AccessEntry {
-                    remote: if r.remote.is_empty() { "-" } else { &r.remote },
+                    remote: &r.remote,
+                    remote_port: "",
                     request_line: r.request_line.as_bytes(),
                     method: method.as_bytes(),
+                    target: target.as_bytes(),
                     path: path.as_bytes(),
                     query: query.as_bytes(),
                     protocol: if protocol == "HTTP/1.0" {
@@ -699,7 +715,7 @@ impl Arbiter {
                     body_bytes: 0,
                     elapsed: Duration::from_millis(now.saturating_sub(r.started)),
                     request_header: &header,
-                    response_header: &none,
+                    response_headers: &[],
                 });
             }
         }
@@ -779,6 +795,21 @@ impl Arbiter {
             }
         }
         self.announce_ready();
+    }
+
+    /// Adds up the busy threads of the workers that serve and hands them to the load watch,
+    /// which logs when requests start and stop queueing (see `saturation`).
+    fn watch_load(&mut self) {
+        let (mut serving, mut busy) = (0u64, 0u64);
+        for w in self.workers.values().filter(|w| !w.stopping) {
+            if self.state(w.slot).load(Ordering::Acquire) == slot_state::BOOTED {
+                serving += 1;
+                busy += self.busy_threads(w.slot).load(Ordering::Relaxed);
+            }
+        }
+        let kept = self.workers.values().filter(|w| !w.stopping).count();
+        let capacity = serving * self.settings.threads.max(1) as u64;
+        self.load.observe(kept, capacity, busy, &self.listeners);
     }
 
     /// systemd's `READY=1`, owed since start-up or the last HUP, once the wanted number of

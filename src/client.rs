@@ -35,12 +35,35 @@ pub struct Pulse {
     busy: &'static [AtomicU64],
     /// The worker's slot in the arbiter's shared page.
     heartbeat: &'static AtomicU64,
+    /// Threads serving a request now, in the shared page too: the arbiter adds these up to
+    /// notice that every thread is taken (see `saturation`).
+    occupied: &'static AtomicU64,
 }
 
 impl Pulse {
-    /// A pulse over `busy` (one slot per thread) writing into `heartbeat`.
-    pub fn new(busy: &'static [AtomicU64], heartbeat: &'static AtomicU64) -> Pulse {
-        Pulse { busy, heartbeat }
+    /// A pulse over `busy` (one slot per thread) writing into `heartbeat` and counting busy
+    /// threads in `occupied`. The count starts from zero: a slot reused after a worker died in
+    /// the middle of requests still holds that worker's count.
+    pub fn new(
+        busy: &'static [AtomicU64],
+        heartbeat: &'static AtomicU64,
+        occupied: &'static AtomicU64,
+    ) -> Pulse {
+        occupied.store(0, Ordering::Relaxed);
+        Pulse {
+            busy,
+            heartbeat,
+            occupied,
+        }
+    }
+
+    /// Counts the calling thread as busy until the guard is dropped. Unlike the heartbeat's
+    /// clock, waits on the client count too: a thread writing to a slow reader accepts nobody
+    /// else. A guard rather than a pair of calls, so a panic on the way cannot leave a thread
+    /// counted busy for ever. Two uncontended atomic adds; no system call.
+    pub fn occupy(self) -> Occupied {
+        self.occupied.fetch_add(1, Ordering::Relaxed);
+        Occupied(self.occupied)
     }
 
     /// Writes the heartbeat: the start of the oldest request still in the app, or now. The
@@ -71,6 +94,15 @@ impl Pulse {
             .map(|b| b.load(Ordering::Relaxed))
             .filter(|&t| t != 0)
             .min()
+    }
+}
+
+/// A thread counted busy by [`Pulse::occupy`]; dropping it counts the thread free again.
+pub struct Occupied(&'static AtomicU64);
+
+impl Drop for Occupied {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

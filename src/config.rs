@@ -59,6 +59,16 @@ pub struct Settings {
     pub errorlog: String,
     /// Error log threshold.
     pub loglevel: Level,
+    /// statsD server for metrics; none = no metrics.
+    pub statsd_host: Option<crate::statsd::Address>,
+    /// Prefix of every metric name (normalised by `statsd::normalize_prefix`).
+    pub statsd_prefix: String,
+    /// Send the listen backlog as `gunicorn.backlog`.
+    pub enable_backlog_metric: bool,
+    /// Write the access log as JSON lines instead of `access_log_format`.
+    pub access_log_json: bool,
+    /// The request header the JSON access log takes its `request_id` from.
+    pub request_id_header: String,
     /// Directory to change to before loading the app.
     pub chdir: Option<PathBuf>,
     /// Extra directories put in front of `sys.path`.
@@ -121,6 +131,11 @@ impl Default for Settings {
             access_log_format: DEFAULT_ACCESS_FORMAT.to_owned(),
             errorlog: "-".to_owned(),
             loglevel: Level::Info,
+            statsd_host: None,
+            statsd_prefix: String::new(),
+            enable_backlog_metric: false,
+            access_log_json: false,
+            request_id_header: "X-Request-ID".to_owned(),
             chdir: None,
             pythonpath: Vec::new(),
             raw_env: Vec::new(),
@@ -527,6 +542,65 @@ pub static SETTINGS: &[Setting] = &[
             Ok(())
         },
         doc: "Error log level: debug, info, warning, error, critical. [info]",
+    },
+    Setting {
+        name: "statsd_host",
+        flags: &["--statsd-host"],
+        metavar: Some("STATSD_ADDR"),
+        apply: |s, v| {
+            s.statsd_host = if v.trim().is_empty() {
+                None
+            } else {
+                Some(crate::statsd::parse_address(v)?)
+            };
+            Ok(())
+        },
+        doc: "Send gunicorn's metrics to this statsD server over UDP: HOST:PORT (port 8125 if left out), or unix:PATH for a unix datagram socket. Off unless given.",
+    },
+    Setting {
+        name: "statsd_prefix",
+        flags: &["--statsd-prefix"],
+        metavar: Some("STATSD_PREFIX"),
+        apply: |s, v| {
+            crate::statsd::check_prefix(v)?;
+            s.statsd_prefix = v.to_owned();
+            Ok(())
+        },
+        doc: "Prefix for every metric name; a '.' is put after it as gunicorn does. ['']",
+    },
+    Setting {
+        name: "enable_backlog_metric",
+        flags: &["--enable-backlog-metric"],
+        metavar: None,
+        apply: |s, v| {
+            s.enable_backlog_metric = parse_bool(v)?;
+            Ok(())
+        },
+        doc: "Also send the connections waiting in the listen backlog, once a second, as the gunicorn.backlog histogram.",
+    },
+    Setting {
+        name: "access_log_json",
+        flags: &["--access-log-json"],
+        metavar: None,
+        apply: |s, v| {
+            s.access_log_json = parse_bool(v)?;
+            Ok(())
+        },
+        doc: "Write the access log as one JSON object per line (time, pid, remote, method, path, query, protocol, status, bytes, duration_us, user_agent, referer, request_id) instead of --access-logformat; needs --access-logfile.",
+    },
+    Setting {
+        name: "request_id_header",
+        flags: &["--request-id-header"],
+        metavar: Some("HEADER"),
+        apply: |s, v| {
+            let name = v.trim();
+            if name.is_empty() || !name.bytes().all(crate::http::parse::is_token) {
+                return Err(format!("invalid value '{v}' (expected a header name)"));
+            }
+            s.request_id_header = name.to_owned();
+            Ok(())
+        },
+        doc: "Request header whose value the JSON access log records as request_id. [X-Request-ID]",
     },
     Setting {
         name: "chdir",

@@ -27,7 +27,9 @@
 //!   reaches a request's socket.
 //! * [`board`] is what each worker thread has in the app, in memory the master shares, so a
 //!   worker killed for `--timeout` is explained.
-//! * [`log`] writes gunicorn-shaped error and access logs; [`date`] formats their times.
+//! * [`log`] writes gunicorn-shaped error and access logs (or JSON access lines); [`date`]
+//!   formats their times. [`statsd`] sends gunicorn's metrics over UDP, and [`saturation`] is
+//!   the master's watch for requests queueing because every thread is busy.
 //! * [`sys`] holds the safe wrappers over libc; with `wsgi::interpreter` (CPython start-up),
 //!   it is where the crate's `unsafe` code lives.
 //!
@@ -56,7 +58,9 @@ pub mod net;
 pub mod notify;
 pub mod recycle;
 pub mod reload;
+pub mod saturation;
 pub mod signals;
+pub mod statsd;
 pub mod sys;
 pub mod upgrade;
 pub mod worker;

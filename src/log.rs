@@ -5,9 +5,17 @@
 //! into one buffer and handed to a single `write(2)` on an `O_APPEND` descriptor: lines from
 //! threads and processes never interleave, and no lock is needed. Times are UTC.
 //!
-//! The access log is off unless `--access-logfile` is given, as in gunicorn; its format string
-//! uses gunicorn's `%(x)s` atoms, compiled once at start into [`AccessFormat`].
+//! The access log is off unless `--access-logfile` is given, as in gunicorn. Its lines follow
+//! either a format string of gunicorn's `%(x)s` atoms (`glogging.Logger.atoms`), compiled once
+//! at start into [`AccessFormat`], or, with `--access-log-json`, one JSON object per line for
+//! log pipelines that would otherwise need a Python logging configuration to get one. Either way
+//! the bytes a client chose (path, headers) are escaped so that one request is one line and,
+//! in JSON, the line always parses.
+//!
+//! With `--statsd-host`, every warning, error and critical line is also counted (see
+//! [`crate::statsd`]), as gunicorn's statsD logger counts them.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io;
@@ -17,6 +25,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::date::{Civil, MONTHS};
+use crate::http::parse::percent_decode;
 use crate::sys;
 
 /// Severity of an error-log line, gunicorn's names.
@@ -137,6 +146,21 @@ pub fn access_enabled() -> bool {
 
 /// Writes one error-log line at `level`.
 pub fn log(level: Level, args: std::fmt::Arguments<'_>) {
+    emit(level, false, args)
+}
+
+/// Writes an error line about an exception that ended a request: ERROR level, counted as
+/// `gunicorn.log.exception` rather than `.error`, as gunicorn's `Logger.exception` is.
+pub fn exception(args: std::fmt::Arguments<'_>) {
+    emit(Level::Error, true, args)
+}
+
+fn emit(level: Level, exception: bool, args: std::fmt::Arguments<'_>) {
+    // Counted before the level filter: gunicorn's statsD logger counts the lines it is asked
+    // to write, shown or not.
+    if level >= Level::Warning {
+        crate::statsd::log_line(level, exception);
+    }
     if !enabled(level) {
         return;
     }
@@ -231,33 +255,49 @@ enum Piece {
     Text(String),
     /// A one-letter atom such as `h` or `s`.
     Atom(char),
-    /// `%({name}i)s`: a request header.
+    /// `%({name}i)s`: a request header (name lower-cased).
     RequestHeader(String),
-    /// `%({name}o)s`: a response header.
+    /// `%({name}o)s`: a response header (name lower-cased).
     ResponseHeader(String),
-    /// `%({name}e)s`: an environment variable of the worker process.
-    Env(String),
+    /// `%({name}e)s`: a key of the request's WSGI environ (name lower-cased).
+    Environ(String),
+    /// A name gunicorn has no atom for: `-`, as its `SafeAtoms` answers.
+    Unknown,
 }
 
-/// An access-log format compiled once: literal text and atoms.
+/// How access-log lines are written.
+#[derive(Debug, Clone)]
+enum Shape {
+    /// A gunicorn `--access-logformat`, compiled.
+    Text(Vec<Piece>),
+    /// `--access-log-json`: one object per line; the request id comes from this header.
+    Json { request_id: String },
+}
+
+/// The access log's format, compiled once per worker.
 #[derive(Debug, Clone)]
 pub struct AccessFormat {
-    pieces: Vec<Piece>,
+    shape: Shape,
 }
 
-/// What one finished request looks like to the access log.
+/// What one finished request looks like to the access log. Everything borrows from the
+/// connection's buffer and the response: making an entry allocates nothing.
 pub struct AccessEntry<'a> {
-    /// Client address (`h`).
+    /// Client address (`h`, `REMOTE_ADDR`); empty for a unix-socket peer.
     pub remote: &'a str,
+    /// Client port (`REMOTE_PORT`); empty for a unix-socket peer.
+    pub remote_port: &'a str,
     /// The request line as received (`r`).
     pub request_line: &'a [u8],
-    /// Method (`m`), path (`U`), query (`q`), protocol (`H`).
+    /// The method (`m`).
     pub method: &'a [u8],
-    /// Path without the query.
+    /// The request target as sent (`RAW_URI`).
+    pub target: &'a [u8],
+    /// The path as sent, still percent-encoded; `U` decodes it, as `PATH_INFO` is.
     pub path: &'a [u8],
-    /// The query string.
+    /// The query string (`q`), without `?`.
     pub query: &'a [u8],
-    /// `HTTP/1.1` or `HTTP/1.0`.
+    /// `HTTP/1.1` or `HTTP/1.0` (`H`).
     pub protocol: &'a str,
     /// Response status code (`s`).
     pub status: u16,
@@ -265,57 +305,76 @@ pub struct AccessEntry<'a> {
     pub body_bytes: u64,
     /// Time taken (`T`, `D`, `M`, `L`).
     pub elapsed: Duration,
-    /// Request headers, for `f`, `a`, `u` and `{x}i`.
-    pub request_header: &'a dyn Fn(&str) -> Option<String>,
-    /// Response headers, for `{x}o`.
-    pub response_header: &'a dyn Fn(&str) -> Option<String>,
+    /// A request header by name (ASCII case-insensitive), for `f`, `a`, `u`, `{x}i`, `{x}e`.
+    pub request_header: &'a dyn Fn(&str) -> Option<&'a [u8]>,
+    /// The response headers as (lower-case name, value), for `{x}o`; empty unless the format
+    /// asks for one (see `wsgi::prepare_app`).
+    pub response_headers: &'a [(String, String)],
+}
+
+impl AccessEntry<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        (self.request_header)(name)
+    }
 }
 
 impl AccessFormat {
-    /// Compiles a gunicorn-style format; unknown atoms are kept as literal text.
+    /// The format the settings ask for, or `None` when there is no access log (no
+    /// `--access-logfile`, as in gunicorn).
+    pub fn from_settings(settings: &crate::config::Settings) -> Option<AccessFormat> {
+        settings.accesslog.as_ref()?;
+        Some(if settings.access_log_json {
+            AccessFormat::json(&settings.request_id_header)
+        } else {
+            AccessFormat::compile(&settings.access_log_format)
+        })
+    }
+
+    /// The JSON shape, with the request id taken from `request_id_header`.
+    pub fn json(request_id_header: &str) -> AccessFormat {
+        AccessFormat {
+            shape: Shape::Json {
+                request_id: request_id_header.to_owned(),
+            },
+        }
+    }
+
+    /// Compiles a gunicorn-style format. gunicorn applies it with Python's `%` operator to a
+    /// `SafeAtoms` dict, so: `%(name)s` is an atom, `%%` is one `%`, and a name it has no
+    /// atom for prints `-`. (Python would raise on a lone `%`; we keep it as text.)
     pub fn compile(format: &str) -> AccessFormat {
         let mut pieces = Vec::new();
         let mut text = String::new();
         let mut rest = format;
-        while let Some(start) = rest.find("%(") {
+        while let Some(start) = rest.find('%') {
             text.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let Some(close) = after.find(")s") else {
-                text.push_str(&rest[start..]);
-                rest = "";
-                break;
-            };
-            let name = &after[..close];
-            let piece = if name.starts_with('{') && name.len() >= 3 && name.contains('}') {
-                let end = name.rfind('}').unwrap_or(0);
-                let key = name[1..end].to_owned();
-                match &name[end + 1..] {
-                    "i" => Some(Piece::RequestHeader(key.to_ascii_lowercase())),
-                    "o" => Some(Piece::ResponseHeader(key.to_ascii_lowercase())),
-                    "e" => Some(Piece::Env(key)),
-                    _ => None,
-                }
-            } else if name.chars().count() == 1 {
-                name.chars().next().map(Piece::Atom)
-            } else {
-                None
-            };
-            match piece {
-                Some(p) => {
-                    if !text.is_empty() {
-                        pieces.push(Piece::Text(std::mem::take(&mut text)));
-                    }
-                    pieces.push(p);
-                }
-                None => text.push_str(&rest[start..start + 2 + close + 2]),
+            let after = &rest[start + 1..];
+            if let Some(tail) = after.strip_prefix('%') {
+                text.push('%');
+                rest = tail;
+                continue;
             }
-            rest = &after[close + 2..];
+            let parsed = after
+                .strip_prefix('(')
+                .and_then(|inner| inner.find(")s").map(|close| (&inner[..close], close)));
+            let Some((name, close)) = parsed else {
+                text.push('%');
+                rest = after;
+                continue;
+            };
+            if !text.is_empty() {
+                pieces.push(Piece::Text(std::mem::take(&mut text)));
+            }
+            pieces.push(Piece::parse(name));
+            rest = &after[1 + close + 2..];
         }
         text.push_str(rest);
         if !text.is_empty() {
             pieces.push(Piece::Text(text));
         }
-        AccessFormat { pieces }
+        AccessFormat {
+            shape: Shape::Text(pieces),
+        }
     }
 
     /// Formats and writes one access-log line.
@@ -324,126 +383,295 @@ impl AccessFormat {
         if fd < 0 {
             return;
         }
-        let mut line = String::with_capacity(160);
-        for piece in &self.pieces {
-            match piece {
-                Piece::Text(t) => line.push_str(t),
-                Piece::Atom(c) => self.atom(*c, e, &mut line),
-                Piece::RequestHeader(h) => {
-                    push_escaped(&mut line, (e.request_header)(h).as_deref().unwrap_or("-"))
-                }
-                Piece::ResponseHeader(h) => {
-                    push_escaped(&mut line, (e.response_header)(h).as_deref().unwrap_or("-"))
-                }
-                Piece::Env(k) => {
-                    push_escaped(&mut line, std::env::var(k).as_deref().unwrap_or("-"))
+        let mut line = String::with_capacity(256);
+        match &self.shape {
+            Shape::Text(pieces) => {
+                for piece in pieces {
+                    piece.write(e, &mut line);
                 }
             }
+            Shape::Json { request_id } => write_json(e, request_id, &mut line),
         }
         line.push('\n');
         write_all(fd, line.as_bytes());
     }
+}
 
-    fn atom(&self, c: char, e: &AccessEntry<'_>, line: &mut String) {
-        let header = |name: &str| (e.request_header)(name).unwrap_or_else(|| "-".to_owned());
-        match c {
-            'h' => line.push_str(e.remote),
-            'l' => line.push('-'),
-            'u' => line.push_str(&basic_auth_user(&header("authorization"))),
-            't' => {
-                let c = Civil::from_unix(unix_secs(SystemTime::now()));
-                let _ = write!(
-                    line,
-                    "[{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000]",
-                    c.day,
-                    MONTHS[(c.month - 1) as usize],
-                    c.year,
-                    c.hour,
-                    c.minute,
-                    c.second
-                );
+impl Piece {
+    /// The piece for the name inside `%(...)s`.
+    fn parse(name: &str) -> Piece {
+        if let Some(inner) = name.strip_prefix('{') {
+            if let Some((key, kind)) = inner.rsplit_once('}') {
+                let key = key.to_ascii_lowercase();
+                return match kind {
+                    "i" => Piece::RequestHeader(key),
+                    "o" => Piece::ResponseHeader(key),
+                    "e" => Piece::Environ(key),
+                    _ => Piece::Unknown,
+                };
             }
-            'r' => push_escaped(line, &String::from_utf8_lossy(e.request_line)),
-            's' => {
-                let _ = write!(line, "{}", e.status);
+        }
+        let mut chars = name.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if "hlutrsmUqHbBfaTDMLp".contains(c) => Piece::Atom(c),
+            _ => Piece::Unknown,
+        }
+    }
+
+    fn write(&self, e: &AccessEntry<'_>, line: &mut String) {
+        match self {
+            Piece::Text(t) => line.push_str(t),
+            Piece::Atom(c) => atom(*c, e, line),
+            Piece::RequestHeader(h) => push_escaped_or_dash(line, e.header(h)),
+            Piece::ResponseHeader(h) => {
+                let value = e
+                    .response_headers
+                    .iter()
+                    .find(|(k, _)| k == h)
+                    .map(|(_, v)| v.as_bytes());
+                push_escaped_or_dash(line, value)
             }
-            'b' => {
-                if e.body_bytes == 0 {
-                    line.push('-')
-                } else {
-                    let _ = write!(line, "{}", e.body_bytes);
-                }
-            }
-            'B' => {
-                let _ = write!(line, "{}", e.body_bytes);
-            }
-            'f' => push_escaped(line, &header("referer")),
-            'a' => push_escaped(line, &header("user-agent")),
-            'T' => {
-                let _ = write!(line, "{}", e.elapsed.as_secs());
-            }
-            'D' => {
-                let _ = write!(line, "{}", e.elapsed.as_micros());
-            }
-            'M' => {
-                let _ = write!(line, "{}", e.elapsed.as_millis());
-            }
-            'L' => {
-                let _ = write!(line, "{:.6}", e.elapsed.as_secs_f64());
-            }
-            'p' => {
-                let _ = write!(line, "<{}>", sys::getpid());
-            }
-            'm' => push_escaped(line, &String::from_utf8_lossy(e.method)),
-            'U' => push_escaped(line, &String::from_utf8_lossy(e.path)),
-            'q' => push_escaped(line, &String::from_utf8_lossy(e.query)),
-            'H' => line.push_str(e.protocol),
-            other => {
-                line.push_str("%(");
-                line.push(other);
-                line.push_str(")s");
-            }
+            Piece::Environ(key) => match environ(e, key) {
+                Some(value) => push_escaped(line, &value),
+                None => line.push('-'),
+            },
+            Piece::Unknown => line.push('-'),
         }
     }
 }
 
-/// Escapes control characters, backslash and `"` so a client cannot forge log lines.
-fn push_escaped(line: &mut String, s: &str) {
-    for ch in s.chars() {
-        match ch {
-            '"' => line.push_str("\\\""),
-            '\\' => line.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(line, "\\x{:02x}", c as u32);
-            }
-            c => line.push(c),
+/// Writes one of gunicorn's atoms (`glogging.Logger.atoms`).
+fn atom(c: char, e: &AccessEntry<'_>, line: &mut String) {
+    match c {
+        'h' => push_escaped_or_dash(line, Some(e.remote.as_bytes()).filter(|r| !r.is_empty())),
+        'l' => line.push('-'),
+        'u' => match e.header("authorization").and_then(basic_auth_user) {
+            Some(user) => push_escaped(line, &user),
+            None => line.push('-'),
+        },
+        't' => {
+            let c = Civil::from_unix(unix_secs(SystemTime::now()));
+            let _ = write!(
+                line,
+                "[{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000]",
+                c.day,
+                MONTHS[(c.month - 1) as usize],
+                c.year,
+                c.hour,
+                c.minute,
+                c.second
+            );
         }
+        'r' => push_escaped(line, e.request_line),
+        's' => {
+            let _ = write!(line, "{}", e.status);
+        }
+        'm' => push_escaped(line, e.method),
+        'U' => push_escaped(line, &path_info(e.path)),
+        'q' => push_escaped(line, e.query),
+        'H' => line.push_str(e.protocol),
+        // gunicorn writes `str(resp.sent)` for both, so an empty body is `0`, not CLF's `-`.
+        'b' | 'B' => {
+            let _ = write!(line, "{}", e.body_bytes);
+        }
+        'f' => push_escaped_or_dash(line, e.header("referer")),
+        'a' => push_escaped_or_dash(line, e.header("user-agent")),
+        'T' => {
+            let _ = write!(line, "{}", e.elapsed.as_secs());
+        }
+        'D' => {
+            let _ = write!(line, "{}", e.elapsed.as_micros());
+        }
+        'M' => {
+            let _ = write!(line, "{}", e.elapsed.as_millis());
+        }
+        'L' => {
+            let _ = write!(
+                line,
+                "{}.{:06}",
+                e.elapsed.as_secs(),
+                e.elapsed.subsec_micros()
+            );
+        }
+        'p' => {
+            let _ = write!(line, "<{}>", sys::getpid());
+        }
+        _ => line.push('-'),
     }
 }
 
-/// The user name of a `Basic` Authorization header, `-` otherwise.
-fn basic_auth_user(value: &str) -> String {
-    let Some(encoded) = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))
-    else {
-        return "-".to_owned();
+/// `PATH_INFO`: the path percent-decoded (as `wsgi::environ` builds it). Borrowed when there
+/// is nothing to decode.
+fn path_info(path: &[u8]) -> Cow<'_, [u8]> {
+    if path.contains(&b'%') {
+        let mut decoded = Vec::with_capacity(path.len());
+        percent_decode(path, &mut decoded);
+        Cow::Owned(decoded)
+    } else {
+        Cow::Borrowed(path)
+    }
+}
+
+/// `%({key}e)s`. gunicorn offers every key of the request's WSGI environ, lower-cased. The
+/// environ is a Python dict we no longer hold when the line is written, so this rebuilds the
+/// CGI variables from the request itself; keys the app or a middleware added are not known
+/// and print `-`.
+fn environ<'e>(e: &'e AccessEntry<'_>, key: &str) -> Option<Cow<'e, [u8]>> {
+    let value: &[u8] = match key {
+        "request_method" => e.method,
+        "path_info" => return Some(path_info(e.path)),
+        "query_string" => e.query,
+        "raw_uri" => e.target,
+        "server_protocol" => e.protocol.as_bytes(),
+        "remote_addr" => e.remote.as_bytes(),
+        "remote_port" if !e.remote_port.is_empty() => e.remote_port.as_bytes(),
+        "content_type" => e.header("content-type")?,
+        "content_length" => e.header("content-length")?,
+        _ => {
+            // HTTP_X_FORWARDED_FOR is the header X-Forwarded-For.
+            let name = key.strip_prefix("http_")?.replace('_', "-");
+            return e.header(&name).map(Cow::Borrowed);
+        }
     };
-    let decoded = base64_decode(encoded.trim());
-    match decoded.iter().position(|&b| b == b':') {
-        Some(colon) => {
-            let mut user = String::new();
-            push_escaped(&mut user, &String::from_utf8_lossy(&decoded[..colon]));
-            user
+    Some(Cow::Borrowed(value))
+}
+
+/// The JSON shape: one object per line. Strings are JSON-escaped from the bytes the client
+/// sent; absent headers are `null`.
+fn write_json(e: &AccessEntry<'_>, request_id: &str, line: &mut String) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let c = Civil::from_unix(now.as_secs());
+    let _ = write!(
+        line,
+        "{{\"time\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\",\"pid\":{},\"remote\":",
+        c.year,
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
+        now.subsec_millis(),
+        sys::getpid()
+    );
+    push_json_or_null(line, Some(e.remote.as_bytes()).filter(|r| !r.is_empty()));
+    line.push_str(",\"method\":");
+    push_json(line, e.method);
+    line.push_str(",\"path\":");
+    push_json(line, e.path);
+    line.push_str(",\"query\":");
+    push_json(line, e.query);
+    line.push_str(",\"protocol\":");
+    push_json(line, e.protocol.as_bytes());
+    let _ = write!(
+        line,
+        ",\"status\":{},\"bytes\":{},\"duration_us\":{},\"user_agent\":",
+        e.status,
+        e.body_bytes,
+        e.elapsed.as_micros()
+    );
+    push_json_or_null(line, e.header("user-agent"));
+    line.push_str(",\"referer\":");
+    push_json_or_null(line, e.header("referer"));
+    line.push_str(",\"request_id\":");
+    push_json_or_null(line, e.header(request_id));
+    line.push('}');
+}
+
+/// True for characters that could end or disguise a log line: the C0 and C1 controls and DEL
+/// (`char::is_control`), and Unicode's own line and paragraph separators.
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Appends `bytes` for a text access-log line. gunicorn itself only turns `"` into `\"`
+/// (`SafeAtoms`); that leaves a client free to end a line early or to fake one with a CR or LF
+/// in a header value. So, as Apache's `mod_log_config` does: `\` becomes `\\`, and every byte
+/// of a control character, of a line separator, or of invalid UTF-8 becomes `\xhh`. Valid
+/// UTF-8 text is kept as it is.
+fn push_escaped(line: &mut String, bytes: &[u8]) {
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => line.push_str("\\\""),
+                '\\' => line.push_str("\\\\"),
+                c if breaks_lines(c) => {
+                    let mut utf8 = [0; 4];
+                    for b in c.encode_utf8(&mut utf8).bytes() {
+                        let _ = write!(line, "\\x{b:02x}");
+                    }
+                }
+                c => line.push(c),
+            }
         }
-        None => "-".to_owned(),
+        for b in chunk.invalid() {
+            let _ = write!(line, "\\x{b:02x}");
+        }
     }
 }
 
-fn base64_decode(s: &str) -> Vec<u8> {
+fn push_escaped_or_dash(line: &mut String, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(b) => push_escaped(line, b),
+        None => line.push('-'),
+    }
+}
+
+/// Appends `bytes` as a JSON string (RFC 8259 §7): `"` and `\` escaped, control characters
+/// and line separators as `\uXXXX` (the common ones by their short escapes), and each invalid
+/// UTF-8 sequence as one `\ufffd`, as `String::from_utf8_lossy` would replace it. The result
+/// always parses, whatever the client sent.
+fn push_json(line: &mut String, bytes: &[u8]) {
+    line.push('"');
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => line.push_str("\\\""),
+                '\\' => line.push_str("\\\\"),
+                '\n' => line.push_str("\\n"),
+                '\r' => line.push_str("\\r"),
+                '\t' => line.push_str("\\t"),
+                c if breaks_lines(c) => {
+                    let _ = write!(line, "\\u{:04x}", c as u32);
+                }
+                c => line.push(c),
+            }
+        }
+        if !chunk.invalid().is_empty() {
+            line.push_str("\\ufffd");
+        }
+    }
+    line.push('"');
+}
+
+fn push_json_or_null(line: &mut String, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(b) => push_json(line, b),
+        None => line.push_str("null"),
+    }
+}
+
+/// The user of a `Basic` Authorization header, as gunicorn's `_get_user` finds it: what comes
+/// before the first `:` of the decoded credentials (all of them if there is none), when that is
+/// UTF-8; `None` otherwise.
+fn basic_auth_user(value: &[u8]) -> Option<Vec<u8>> {
+    let scheme_end = value.iter().position(|&b| b == b' ')?;
+    if !value[..scheme_end].eq_ignore_ascii_case(b"basic") {
+        return None;
+    }
+    let mut decoded = base64_decode(value[scheme_end + 1..].trim_ascii());
+    if let Some(colon) = decoded.iter().position(|&b| b == b':') {
+        decoded.truncate(colon);
+    }
+    std::str::from_utf8(&decoded).ok()?;
+    Some(decoded)
+}
+
+fn base64_decode(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
-    for b in s.bytes() {
+    for &b in s {
         let v = match b {
             b'A'..=b'Z' => b - b'A',
             b'a'..=b'z' => b - b'a' + 26,
@@ -507,27 +735,141 @@ mod tests {
         );
     }
 
+    fn pieces(f: &AccessFormat) -> &[Piece] {
+        match &f.shape {
+            Shape::Text(p) => p,
+            Shape::Json { .. } => panic!("a text format"),
+        }
+    }
+
     #[test]
     fn compiles_gunicorn_format() {
-        let f = AccessFormat::compile(r#"%(h)s "%(r)s" %({x-id}i)s %(zz)s"#);
+        let f =
+            AccessFormat::compile(r#"%(h)s "%(r)s" %({X-Id}i)s %(zz)s 100%% %({PATH_INFO}e)s %"#);
         assert_eq!(
-            f.pieces,
-            vec![
+            pieces(&f),
+            [
                 Piece::Atom('h'),
                 Piece::Text(" \"".into()),
                 Piece::Atom('r'),
                 Piece::Text("\" ".into()),
                 Piece::RequestHeader("x-id".into()),
-                Piece::Text(" %(zz)s".into()),
+                Piece::Text(" ".into()),
+                Piece::Unknown,
+                Piece::Text(" 100% ".into()),
+                Piece::Environ("path_info".into()),
+                Piece::Text(" %".into()),
             ]
         );
     }
 
+    /// Formats `entry` with `format` (text) or as JSON, without writing it anywhere.
+    fn render(format: Option<&str>, e: &AccessEntry<'_>) -> String {
+        let mut line = String::new();
+        match format {
+            Some(f) => {
+                for piece in pieces(&AccessFormat::compile(f)) {
+                    piece.write(e, &mut line);
+                }
+            }
+            None => write_json(e, "x-request-id", &mut line),
+        }
+        line
+    }
+
+    fn headers(name: &str) -> Option<&'static [u8]> {
+        match name.to_ascii_lowercase().as_str() {
+            "user-agent" => {
+                Some(b"evil\"\\ \r\n\t\x01\x7f \xff\xfe caf\xc3\xa9 \xe2\x80\xa8 \xc2\x85")
+            }
+            "authorization" => Some(b"Basic dXNlcjpwYXNz"),
+            "x-request-id" => Some(b"req-1"),
+            "x-forwarded-for" => Some(b"10.0.0.1"),
+            _ => None,
+        }
+    }
+
+    fn entry() -> AccessEntry<'static> {
+        let h: &'static dyn Fn(&str) -> Option<&'static [u8]> = &headers;
+        AccessEntry {
+            remote: "127.0.0.1",
+            remote_port: "5555",
+            request_line: b"GET /a%20b%0A?x=1 HTTP/1.1",
+            method: b"GET",
+            target: b"/a%20b%0A?x=1",
+            path: b"/a%20b%0A",
+            query: b"x=1",
+            protocol: "HTTP/1.1",
+            status: 200,
+            body_bytes: 0,
+            elapsed: Duration::from_micros(1_234_567),
+            request_header: h,
+            response_headers: &[],
+        }
+    }
+
     #[test]
-    fn escapes_quotes_and_controls() {
-        let mut s = String::new();
-        push_escaped(&mut s, "a\"b\n");
-        assert_eq!(s, "a\\\"b\\x0a");
-        assert_eq!(basic_auth_user("Basic dXNlcjpwYXNz"), "user");
+    fn writes_every_gunicorn_atom() {
+        let e = entry();
+        let line = render(
+            Some("%(h)s|%(l)s|%(u)s|%(s)s|%(m)s|%(U)s|%(q)s|%(H)s|%(b)s|%(B)s|%(f)s|%(T)s|%(D)s|%(M)s|%(L)s|%({x-forwarded-for}i)s|%({content-type}o)s|%({REMOTE_PORT}e)s|%({http_x_forwarded_for}e)s|%({RAW_URI}e)s|%({wsgi.nope}e)s"),
+            &e,
+        );
+        assert_eq!(
+            line,
+            "127.0.0.1|-|user|200|GET|/a b\\x0a|x=1|HTTP/1.1|0|0|-|1|1234567|1234|1.234567|10.0.0.1|-|5555|10.0.0.1|/a%20b%0A?x=1|-"
+        );
+        let pid = render(Some("%(p)s"), &e);
+        assert_eq!(pid, format!("<{}>", sys::getpid()));
+        let t = render(Some("%(t)s"), &e);
+        assert!(
+            t.starts_with('[') && t.ends_with(" +0000]") && t.len() == 28,
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn escapes_what_could_break_a_text_line() {
+        let line = render(Some("%(a)s"), &entry());
+        assert_eq!(
+            line,
+            "evil\\\"\\\\ \\x0d\\x0a\\x09\\x01\\x7f \\xff\\xfe caf\u{e9} \\xe2\\x80\\xa8 \\xc2\\x85"
+        );
+        assert!(!line.contains(['\n', '\r', '\u{2028}', '\u{85}']));
+    }
+
+    #[test]
+    fn writes_one_json_object_with_hostile_bytes_escaped() {
+        let line = render(None, &entry());
+        assert!(
+            line.starts_with("{\"time\":\"") && line.ends_with('}'),
+            "{line}"
+        );
+        let expected_tail = format!(
+            "Z\",\"pid\":{},\"remote\":\"127.0.0.1\",\"method\":\"GET\",\"path\":\"/a%20b%0A\",\
+             \"query\":\"x=1\",\"protocol\":\"HTTP/1.1\",\"status\":200,\"bytes\":0,\
+             \"duration_us\":1234567,\"user_agent\":\"evil\\\"\\\\ \\r\\n\\t\\u0001\\u007f \
+             \\ufffd\\ufffd caf\u{e9} \\u2028 \\u0085\",\"referer\":null,\"request_id\":\"req-1\"}}",
+            sys::getpid()
+        );
+        assert!(line.ends_with(&expected_tail), "{line}\n{expected_tail}");
+        // 2026-11-22T00:17:24.123Z
+        let time = &line["{\"time\":\"".len()..line.find("Z\"").expect("a Z")];
+        assert_eq!(time.len(), "2026-11-22T00:17:24.123".len(), "{time}");
+    }
+
+    #[test]
+    fn finds_the_basic_auth_user_as_gunicorn_does() {
+        assert_eq!(
+            basic_auth_user(b"Basic dXNlcjpwYXNz").as_deref(),
+            Some(&b"user"[..])
+        );
+        assert_eq!(
+            basic_auth_user(b"basic dXNlcg==").as_deref(),
+            Some(&b"user"[..])
+        );
+        assert_eq!(basic_auth_user(b"Bearer abc"), None);
+        assert_eq!(basic_auth_user(b"Basic"), None);
+        assert_eq!(basic_auth_user(b"Basic /w=="), None, "not UTF-8");
     }
 }

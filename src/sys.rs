@@ -859,6 +859,33 @@ pub fn bytes_waiting(fd: RawFd) -> usize {
     }
 }
 
+/// Connections in a listening TCP socket's accept queue: handshakes the kernel has completed
+/// and nobody has `accept`ed yet. For a listener, Linux's `TCP_INFO` reuses two fields
+/// (`tcp_get_info` in net/ipv4/tcp.c): `tcpi_unacked` is this queue's length and `tcpi_sacked`
+/// the backlog it may reach. Returns `(waiting, limit)`; an error for anything else (a unix
+/// socket has no `TCP_INFO`: `EOPNOTSUPP`).
+pub fn listen_queue(fd: RawFd) -> io::Result<(u32, u32)> {
+    // SAFETY: an all-zero tcp_info is a valid value (plain integers) for the kernel to fill.
+    let mut info: libc::tcp_info = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` describe a writable tcp_info; the kernel writes at most `len`
+    // bytes and stores how many it wrote back into `len`.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    })?;
+    // TCP_LISTEN is 10 in the kernel's tcp_states.h (libc does not name it).
+    if info.tcpi_state != 10 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    Ok((info.tcpi_unacked, info.tcpi_sacked))
+}
+
 /// Shuts down the receiving half of a listening socket: the kernel stops accepting on it at
 /// once, for every process that shares it, and connections still in its backlog are reset.
 /// The arbiter does this on a stop, so a load balancer sees refused connections immediately

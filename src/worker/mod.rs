@@ -82,6 +82,8 @@ pub struct Setup<'a> {
     pub heartbeat: &'static AtomicU64,
     /// This worker's state slot.
     pub state: &'static AtomicU64,
+    /// This worker's count of threads serving a request, read by the arbiter (`saturation`).
+    pub busy_threads: &'static AtomicU64,
     /// The arbiter's pid: if our parent changes, the arbiter is gone and we exit.
     pub ppid: sys::Pid,
     /// The app, when `--preload` imported it before the fork.
@@ -425,13 +427,10 @@ impl<'a> Worker<'a> {
             mode: AtomicU8::new(Mode::Running as u8),
             stop_deadline: AtomicU64::new(0),
             requests: AtomicU64::new(0),
-            pulse: Pulse::new(busy, setup.heartbeat),
+            pulse: Pulse::new(busy, setup.heartbeat, setup.busy_threads),
             next_sweep: AtomicU64::new(0),
             running: AtomicUsize::new(threads),
-            access: settings
-                .accesslog
-                .as_ref()
-                .map(|_| AccessFormat::compile(&settings.access_log_format)),
+            access: AccessFormat::from_settings(settings),
             oneshot: threads > 1,
             conn_events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32
                 | if threads > 1 {

@@ -330,6 +330,8 @@ impl Worker<'_> {
     /// Calls the app for the complete request in `conn`; returns whether the connection may
     /// carry another request.
     fn serve_request(&self, conn: &mut Conn, thread: usize, cache: &mut ThreadCache) -> bool {
+        // This thread counts as busy (for the arbiter's saturation watch) until we return.
+        let _occupied = self.pulse.occupy();
         let started = Instant::now();
         let clock = self.pulse.clock(thread);
         clock.start();
@@ -385,38 +387,31 @@ impl Worker<'_> {
             lead.request_finished(epoch, started.elapsed());
         }
         self.pulse.beat();
-        if let Some(format) = &self.access {
-            let buf = &conn.buf;
-            let head = &conn.head;
-            let line_end = head.line_end.min(buf.len());
-            let request_header = |name: &str| {
-                head.header(buf, name)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            };
-            let response_header = |name: &str| {
-                outcome
-                    .response_headers
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-            };
-            format.log(&AccessEntry {
-                remote: if conn.remote.is_empty() {
-                    "-"
-                } else {
-                    &conn.remote
-                },
-                request_line: &buf[head.line_start.min(line_end)..line_end],
-                method: head.method.of(buf),
-                path: head.path.of(buf),
-                query: head.query.of(buf),
-                protocol: head.protocol(),
-                status: outcome.status,
-                body_bytes: outcome.body_bytes,
-                elapsed: started.elapsed(),
-                request_header: &request_header,
-                response_header: &response_header,
-            });
+        // Nothing here costs a request anything while the access log and statsD are off.
+        if self.access.is_some() || crate::statsd::enabled() {
+            let elapsed = started.elapsed();
+            if let Some(format) = &self.access {
+                let buf = &conn.buf;
+                let head = &conn.head;
+                let line_end = head.line_end.min(buf.len());
+                let request_header = |name: &str| head.header(buf, name);
+                format.log(&AccessEntry {
+                    remote: &conn.remote,
+                    remote_port: &conn.port,
+                    request_line: &buf[head.line_start.min(line_end)..line_end],
+                    method: head.method.of(buf),
+                    target: head.target.of(buf),
+                    path: head.path.of(buf),
+                    query: head.query.of(buf),
+                    protocol: head.protocol(),
+                    status: outcome.status,
+                    body_bytes: outcome.body_bytes,
+                    elapsed,
+                    request_header: &request_header,
+                    response_headers: &outcome.response_headers,
+                });
+            }
+            crate::statsd::request(outcome.status, elapsed);
         }
         let served = self.requests.fetch_add(1, Ordering::AcqRel) + 1;
         let max = self.setup.max_requests;
@@ -445,27 +440,44 @@ impl Worker<'_> {
         // so nothing waits on a client that does not read.
         let _ = client::write_available(conn.fd.as_raw_fd(), &error_response(err));
         if let Some(format) = &self.access {
-            let line_end = conn
-                .buf
+            // No parsed head to go by: the first line as far as it arrived (at most 200
+            // bytes), cut at its spaces, is the best guess at what was asked.
+            let buf = &conn.buf;
+            let from = buf
                 .iter()
-                .position(|&b| b == b'\r')
-                .unwrap_or(0)
-                .min(200);
+                .position(|&b| b != b'\r' && b != b'\n')
+                .unwrap_or(buf.len());
+            let line = &buf[from..];
+            let line = &line[..line
+                .iter()
+                .position(|&b| b == b'\r' || b == b'\n')
+                .unwrap_or(line.len())
+                .min(200)];
+            let mut words = line.split(|&b| b == b' ');
+            let method = words.next().unwrap_or_default();
+            let target = words.next().unwrap_or_default();
+            let (path, query) = match target.iter().position(|&b| b == b'?') {
+                Some(q) => (&target[..q], &target[q + 1..]),
+                None => (target, &b""[..]),
+            };
             let no_header = |_: &str| None;
             format.log(&AccessEntry {
                 remote: &conn.remote,
-                request_line: &conn.buf[..line_end],
-                method: b"-",
-                path: b"-",
-                query: b"",
+                remote_port: &conn.port,
+                request_line: line,
+                method,
+                target,
+                path,
+                query,
                 protocol: "-",
                 status: code,
                 body_bytes: 0,
                 elapsed: Duration::ZERO,
                 request_header: &no_header,
-                response_header: &no_header,
+                response_headers: &[],
             });
         }
+        crate::statsd::request(code, Duration::ZERO);
         conn.start_lingering();
     }
 

@@ -271,18 +271,18 @@ fn answer_failure(py: Python<'_>, w: &mut Writer, err: &PyErr) {
         return;
     }
     if w.headers_sent {
-        crate::error!(
+        crate::log::exception(format_args!(
             "Error handling request after the response started; closing the connection:\n{}",
             format_traceback(py, err).trim_end()
-        );
+        ));
         w.broken = true;
         w.keep_alive = false;
         return;
     }
-    crate::error!(
+    crate::log::exception(format_args!(
         "Error handling request:\n{}",
         format_traceback(py, err).trim_end()
-    );
+    ));
     let body = b"Internal Server Error\n";
     let response = simple_response(500, "Internal Server Error", body, true);
     let io = w.io();
