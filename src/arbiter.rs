@@ -53,6 +53,8 @@ struct WorkerInfo {
     /// When we told it it had timed out (tracebacks asked, `worker_abort` run); SIGKILL
     /// follows if it is still there a second later.
     timed_out_at: Option<u64>,
+    /// SIGABRT sent after the timeout (`worker_abort`).
+    abort_sent: bool,
 }
 
 /// Why the arbiter stops.
@@ -91,6 +93,8 @@ pub struct Arbiter {
     spawn_after: u64,
     /// A reload is waiting for the new generation to boot before retiring the old one.
     reloading: bool,
+    /// `--reload` saw a change while a reload was under way: another follows it.
+    reload_pending: bool,
     rng: u64,
     /// The directory minigun was started in (before `--chdir`), for re-reading the config.
     start_dir: Option<std::path::PathBuf>,
@@ -132,6 +136,40 @@ pub fn run(settings: Settings) -> i32 {
     crate::info!("Starting minigun {}", env!("CARGO_PKG_VERSION"));
     crate::statsd::configure(settings.statsd_host.as_ref(), &settings.statsd_prefix);
     let _ = sys::ignore_signal(libc::SIGPIPE);
+    // The sockets of the old master that started us (USR2), or those systemd passed
+    // (LISTEN_FDS), replace --bind, as in gunicorn's create_sockets.
+    let (mut upgrade, handed_over) = match Upgrade::from_env() {
+        Ok(found) => found,
+        Err(e) => {
+            crate::error!("{e}");
+            return 2;
+        }
+    };
+    let passed = match handed_over {
+        Some(listeners) => Ok(Some(listeners)),
+        None => net::activated_listeners(),
+    };
+    let mut listeners = match passed {
+        Ok(passed) => passed.unwrap_or_default(),
+        Err(e) => {
+            crate::error!("{e}");
+            return 2;
+        }
+    };
+    // Before the first fork, and before any interpreter starts here (it reads PYTHON*
+    // variables once): every worker inherits the pipe it reports its modules on.
+    let reloader = if settings.reload {
+        match Reloader::start(&settings.reload_extra_files) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                crate::error!("Cannot start the --reload watcher: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+
     // The master needs an interpreter only to import the app before forking (--preload) or to
     // call hooks that run here. Then the config file runs here, as gunicorn runs it, and the
     // workers inherit what it did through fork; otherwise each worker runs it.
@@ -164,7 +202,7 @@ pub fn run(settings: Settings) -> i32 {
         if !started {
             crate::info!("Shutting down: Master");
             crate::info!("Reason: the on_starting hook failed.");
-            return 1;
+            return crate::wsgi::hooks::exit_requested().unwrap_or(1);
         }
     }
     match sys::raise_open_files_limit() {
@@ -172,26 +210,6 @@ pub fn run(settings: Settings) -> i32 {
         Err(e) => crate::warning!("Cannot raise the open files limit: {e}"),
     }
 
-    // The sockets of the old master that started us (USR2), or those systemd passed
-    // (LISTEN_FDS), replace --bind, as in gunicorn's create_sockets.
-    let (mut upgrade, handed_over) = match Upgrade::from_env() {
-        Ok(found) => found,
-        Err(e) => {
-            crate::error!("{e}");
-            return 2;
-        }
-    };
-    let passed = match handed_over {
-        Some(listeners) => Ok(Some(listeners)),
-        None => net::activated_listeners(),
-    };
-    let mut listeners = match passed {
-        Ok(passed) => passed.unwrap_or_default(),
-        Err(e) => {
-            crate::error!("{e}");
-            return 2;
-        }
-    };
     for l in &listeners {
         crate::info!("Listening at: {} ({})", l.addr, sys::getpid());
     }
@@ -219,14 +237,17 @@ pub fn run(settings: Settings) -> i32 {
     }
     crate::info!("Using worker: threads ({} per worker)", settings.threads);
 
-    let slots: &'static SharedSlots = match SharedSlots::new(MAX_SLOTS * 3) {
+    let slots: &'static SharedSlots = match SharedSlots::new(MAX_SLOTS * 4) {
         Ok(s) => Box::leak(Box::new(s)),
         Err(e) => {
             crate::error!("Cannot map the heartbeat page: {e}");
             return 1;
         }
     };
-    let boards: &'static SharedSlots = match SharedSlots::new(MAX_SLOTS * board::SLOT_WORDS) {
+    // Records for the threads each worker has now; a HUP that raises --threads leaves the
+    // extra threads unrecorded (the timeout explanation says so).
+    let board_words = board::slot_words(settings.threads);
+    let boards: &'static SharedSlots = match SharedSlots::new(MAX_SLOTS * board_words) {
         Ok(s) => Box::leak(Box::new(s)),
         Err(e) => {
             crate::error!("Cannot map the request boards: {e}");
@@ -252,19 +273,6 @@ pub fn run(settings: Settings) -> i32 {
             );
         });
     }
-    // Before the first fork: every worker inherits the pipe it reports its modules on.
-    let reloader = if settings.reload {
-        match Reloader::start(&settings.reload_extra_files) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                crate::error!("Cannot start the --reload watcher: {e}");
-                return 1;
-            }
-        }
-    } else {
-        None
-    };
-
     if let Some(path) = &settings.pidfile {
         if let Err(e) = std::fs::write(path, format!("{}\n", sys::getpid())) {
             crate::error!("Cannot write pid file {}: {e}", path.display());
@@ -293,6 +301,7 @@ pub fn run(settings: Settings) -> i32 {
         boot_failures: 0,
         spawn_after: 0,
         reloading: false,
+        reload_pending: false,
         start_dir,
         load: LoadWatch::new(backlog_metric),
         rng: sys::monotonic_ms() ^ (sys::getpid() as u64) << 20,
@@ -372,12 +381,19 @@ impl Arbiter {
 
     fn board(&self, slot: usize) -> Board {
         let words = self.boards.slots();
-        Board::new(&words[slot * board::SLOT_WORDS..(slot + 1) * board::SLOT_WORDS])
+        let n = words.len() / MAX_SLOTS;
+        Board::new(&words[slot * n..(slot + 1) * n])
     }
 
     /// The worker's busy-thread count: the third word of a slot, kept after all the pairs.
     fn busy_threads(&self, slot: usize) -> &'static std::sync::atomic::AtomicU64 {
         &self.slots.slots()[MAX_SLOTS * 2 + slot]
+    }
+
+    /// The worker's resident size (bytes) once it had booted, before it served anything: the
+    /// fourth word of a slot, for `--max-worker-rss`.
+    fn boot_rss(&self, slot: usize) -> &'static std::sync::atomic::AtomicU64 {
+        &self.slots.slots()[MAX_SLOTS * 3 + slot]
     }
 
     fn main_loop(&mut self) -> i32 {
@@ -416,8 +432,26 @@ impl Arbiter {
                 }
             }
             if let Some(changed) = self.reloader.as_mut().and_then(Reloader::poll) {
-                crate::info!("Reloading workers: {} modified", changed.display());
+                if self.reloading {
+                    // One generation at a time: a burst of saves (an editor, a formatter, a
+                    // rebase) becomes one more reload once the one under way serves or fails.
+                    crate::info!(
+                        "{} modified during a reload; reloading again once it is done",
+                        changed.display()
+                    );
+                    self.reload_pending = true;
+                } else {
+                    crate::info!("Reloading workers: {} modified", changed.display());
+                    self.handle_hup();
+                }
+            } else if self.reload_pending && !self.reloading {
+                self.reload_pending = false;
+                crate::info!("Reloading workers for the changes made during the last reload");
                 self.handle_hup();
+            }
+            if let Some(code) = crate::wsgi::hooks::exit_requested() {
+                self.stop(Stop::Graceful);
+                return code;
             }
             if let Some(code) = self.reap_workers() {
                 self.stop(Stop::Fast);
@@ -449,6 +483,7 @@ impl Arbiter {
             .store(sys::monotonic_ms(), Ordering::Release);
         self.state(slot).store(0, Ordering::Release);
         self.board(slot).reset();
+        self.boot_rss(slot).store(0, Ordering::Release);
         let jitter = if self.settings.max_requests_jitter > 0 {
             self.next_random() % (self.settings.max_requests_jitter + 1)
         } else {
@@ -514,6 +549,7 @@ impl Arbiter {
                         stopping: false,
                         killed: false,
                         timed_out_at: None,
+                        abort_sent: false,
                     },
                 );
             }
@@ -541,6 +577,7 @@ impl Arbiter {
             heartbeat: self.heartbeat(slot),
             state: self.state(slot),
             busy_threads: self.busy_threads(slot),
+            boot_rss: self.boot_rss(slot),
             ppid,
             preloaded: app,
             max_requests,
@@ -622,18 +659,27 @@ impl Arbiter {
         };
         let now = sys::monotonic_ms();
         let abort = self.settings.has_hook("worker_abort");
-        // The tracebacks are written by the worker's signal handler, and worker_abort needs
-        // the GIL: a moment for them before the kill cuts them short.
-        let grace = if abort { 1000 } else { 200 };
+        // Stages after the timeout: the tracebacks (SIGUSR2, written by the worker's signal
+        // handler) get TRACEBACK_MS before worker_abort (SIGABRT) may end the worker, and the
+        // hook gets ABORT_MS more before SIGKILL; without the hook, SIGKILL follows the dump.
+        const TRACEBACK_MS: u64 = 200;
+        const ABORT_MS: u64 = 1000;
         let mut timed_out = Vec::new();
+        let mut to_abort = Vec::new();
         let mut to_kill = Vec::new();
         for (&pid, info) in &self.workers {
             if info.killed {
                 continue;
             }
             match info.timed_out_at {
-                Some(at) if now.saturating_sub(at) >= grace => to_kill.push(pid),
-                Some(_) => {}
+                Some(at) => {
+                    let since = now.saturating_sub(at);
+                    if abort && !info.abort_sent && since >= TRACEBACK_MS {
+                        to_abort.push(pid);
+                    } else if since >= TRACEBACK_MS + if abort { ABORT_MS } else { 0 } {
+                        to_kill.push(pid);
+                    }
+                }
                 None => {
                     let beat = self.heartbeat(info.slot).load(Ordering::Acquire);
                     if now.saturating_sub(beat) > limit {
@@ -650,12 +696,19 @@ impl Arbiter {
             info.timed_out_at = Some(now);
             let slot = info.slot;
             let board = self.board(slot);
-            self.explain_timeout(pid, board, now);
+            if self.state(slot).load(Ordering::Acquire) & slot_state::BOOTED == 0 {
+                crate::error!("Worker {pid} timed out while booting (loading the app)");
+            } else {
+                self.explain_timeout(pid, board, now);
+            }
             crate::error!("Tracebacks of the threads of worker {pid} (most recent call first):");
             let _ = sys::kill(pid, libc::SIGUSR2);
-            if abort {
-                let _ = sys::kill(pid, libc::SIGABRT);
+        }
+        for pid in to_abort {
+            if let Some(info) = self.workers.get_mut(&pid) {
+                info.abort_sent = true;
             }
+            let _ = sys::kill(pid, libc::SIGABRT);
         }
         for pid in to_kill {
             if let Some(info) = self.workers.get_mut(&pid) {
@@ -669,7 +722,15 @@ impl Arbiter {
     fn explain_timeout(&self, pid: Pid, board: Board, now: u64) {
         let requests = board.in_flight();
         if requests.is_empty() {
-            crate::error!("Worker {pid} had no request in the app: its loop stopped");
+            if self.settings.threads > board.threads() {
+                crate::error!(
+                    "Worker {pid} had no recorded request in the app (requests of threads past \
+                     the first {} are not recorded)",
+                    board.threads()
+                );
+            } else {
+                crate::error!("Worker {pid} had no request in the app: its loop stopped");
+            }
         }
         for r in &requests {
             let secs = now.saturating_sub(r.started) as f64 / 1000.0;
@@ -915,8 +976,22 @@ impl Arbiter {
                 if new.has_master_hooks() && self.hooks.is_none() {
                     crate::warning!("Hooks that run in the master apply only after a restart");
                 }
+                if new.reload != self.settings.reload
+                    || new.reload_extra_files != self.settings.reload_extra_files
+                {
+                    crate::warning!("Changed --reload settings apply only after a restart");
+                }
+                if new.statsd_host.as_ref().map(|a| a.to_string())
+                    != self.settings.statsd_host.as_ref().map(|a| a.to_string())
+                    || new.statsd_prefix != self.settings.statsd_prefix
+                {
+                    crate::warning!("Changed statsd settings apply only after a restart");
+                }
                 let workers = new.workers;
                 self.settings = new;
+                // What the master itself does with the settings follows them too.
+                self.access = AccessFormat::from_settings(&self.settings);
+                self.rss_limit = RssLimit::new(self.settings.max_worker_rss);
                 // The config file runs again where it ran before: here, when the master has
                 // an interpreter (new hooks, new effects); else in each new worker.
                 if self.hooks.is_some() {
@@ -1009,7 +1084,7 @@ impl Arbiter {
     /// `pre_exec` hook runs first, as gunicorn calls it "just before a new master process is
     /// forked".
     fn handle_usr2(&mut self) {
-        if !self.upgrade.has_child() {
+        if self.upgrade.can_reexec() {
             self.call_hook("pre_exec", |py, _| Ok(PyTuple::empty(py)));
         }
         self.upgrade
@@ -1057,6 +1132,7 @@ impl Arbiter {
                 let state = self.state(w.slot).load(Ordering::Acquire);
                 Candidate {
                     pid,
+                    boot_rss: self.boot_rss(w.slot).load(Ordering::Acquire),
                     serving: !w.old
                         && !w.stopping
                         && state & slot_state::BOOTED != 0

@@ -2,7 +2,7 @@
 //! killed for `--timeout` is explained: the master reads, from outside, the requests the stuck
 //! worker had in the app and for how long — a worker stuck in the app cannot say it itself.
 //!
-//! Each worker slot has [`THREADS`] records of [`WORDS`] `AtomicU64`s: the request's start
+//! Each worker slot has one record per thread (up to [`MAX_THREADS`]) of [`WORDS`] `AtomicU64`s: the request's start
 //! (monotonic ms, 0 when the thread is idle), the length of the text, then the text packed
 //! eight bytes to a word: the client's address, the request line, the `Referer` and the
 //! `User-Agent`, NUL-separated, cut to fit. A thread writes the text first and the start last
@@ -12,12 +12,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Threads per worker with a record; requests of threads beyond them are not reported.
-pub const THREADS: usize = 16;
+/// Most threads per worker with a record; requests of threads beyond them are not reported.
+pub const MAX_THREADS: usize = 64;
 /// Words per record.
 pub const WORDS: usize = 64;
-/// Words per worker slot.
-pub const SLOT_WORDS: usize = THREADS * WORDS;
+
+/// Words a worker slot needs for `threads` threads (at most [`MAX_THREADS`] are recorded).
+pub fn slot_words(threads: usize) -> usize {
+    threads.clamp(1, MAX_THREADS) * WORDS
+}
 /// Text bytes a record holds.
 const TEXT: usize = (WORDS - 2) * 8;
 
@@ -43,7 +46,7 @@ pub struct InFlight {
 }
 
 impl Board {
-    /// The records in `words` (a slot's [`SLOT_WORDS`] words of the shared page).
+    /// The records in `words` (a slot's [`slot_words`] words of the shared page).
     pub fn new(words: &'static [AtomicU64]) -> Board {
         Board { words }
     }
@@ -83,9 +86,14 @@ impl Board {
         }
     }
 
+    /// Threads with a record.
+    pub fn threads(&self) -> usize {
+        self.words.len() / WORDS
+    }
+
     /// Clears every record (a new worker in the slot).
     pub fn reset(&self) {
-        for thread in 0..THREADS {
+        for thread in 0..self.threads() {
             self.leave(thread);
         }
     }
@@ -93,7 +101,7 @@ impl Board {
     /// The requests in the app now.
     pub fn in_flight(&self) -> Vec<InFlight> {
         let mut out = Vec::new();
-        for thread in 0..THREADS {
+        for thread in 0..self.threads() {
             let Some(rec) = self.record(thread) else {
                 break;
             };
@@ -132,7 +140,7 @@ mod tests {
     #[test]
     fn records_and_reads_back_what_fits() {
         let words: &'static [AtomicU64] =
-            Box::leak((0..SLOT_WORDS).map(|_| AtomicU64::new(0)).collect());
+            Box::leak((0..slot_words(16)).map(|_| AtomicU64::new(0)).collect());
         let board = Board::new(words);
         board.enter(3, 42, [b"10.0.0.1", b"GET /stuck HTTP/1.1", b"", b"curl/8"]);
         let long = vec![b'x'; 1000];

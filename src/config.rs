@@ -830,14 +830,7 @@ impl Settings {
                 path.display()
             )));
         }
-        let output = Command::new(python_executable())
-            .arg("-c")
-            .arg(CONFIG_READER.replace("HOOK_TABLE", &hook_table()))
-            .arg(path)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| ConfigError(format!("{source}cannot run Python: {e}")))?;
+        let output = run_reader(path).map_err(|e| ConfigError(format!("{source}{e}")))?;
         let mut fields = output.stdout.split(|&b| b == 0);
         self.hooks.clear();
         let mut failure = None;
@@ -1022,6 +1015,57 @@ impl Settings {
     }
 }
 
+/// How long a config file may take to run before minigun gives up on it.
+const CONFIG_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs [`CONFIG_READER`] on `path` and returns its output, within [`CONFIG_DEADLINE`]. The
+/// reader leaves with `os._exit`, so a thread the file starts cannot keep it alive; a file
+/// that never finishes (an endless loop, a blocking call) is killed and reported.
+fn run_reader(path: &std::path::Path) -> Result<std::process::Output, String> {
+    use std::io::Read;
+    let mut child = Command::new(python_executable())
+        .arg("-c")
+        .arg(CONFIG_READER.replace("HOOK_TABLE", &hook_table()))
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot run Python: {e}"))?;
+    let mut out = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(out) = out.as_mut() {
+            let _ = out.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let deadline = std::time::Instant::now() + CONFIG_DEADLINE;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "did not finish within {} s",
+                    CONFIG_DEADLINE.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("cannot wait for Python: {e}")),
+        }
+    };
+    let stdout = reader.join().unwrap_or_default();
+    Ok(std::process::Output {
+        status,
+        stdout,
+        stderr: Vec::new(),
+    })
+}
+
 /// gunicorn's server hooks and how many arguments each takes.
 pub const HOOKS: &[(&str, usize)] = &[
     ("on_starting", 1),
@@ -1123,4 +1167,6 @@ except BaseException as e:
     emit("__error__", ["%s: %s" % (type(e).__name__, e)])
 out.write("".join(r + "\0" for r in records))
 out.flush()
+sys.stderr.flush()
+os._exit(0)
 "#;

@@ -228,7 +228,8 @@ pub fn parse_activation(
     }
     let count = fds.unwrap_or("0");
     let n: i32 = match count.trim().parse() {
-        Ok(n) if (0..=i32::MAX - LISTEN_FDS_START).contains(&n) => n,
+        // No process has more descriptors than its open-files limit allows.
+        Ok(n) if n >= 0 && (n as u64) < sys::open_files_limit() => n,
         _ => {
             return Err(format!(
                 "LISTEN_FDS: invalid value '{count}' (expected a number of descriptors)"
@@ -303,6 +304,15 @@ pub fn activated_listeners() -> Result<Option<Vec<Listener>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listen_fds_past_the_open_files_limit_is_refused_not_allocated() {
+        let me = 4242;
+        let huge = parse_activation(Some("4242"), Some("2147483000"), None, me);
+        assert!(matches!(huge, Err(e) if e.contains("LISTEN_FDS")));
+        let fine = parse_activation(Some("4242"), Some("2"), None, me);
+        assert!(matches!(fine, Ok(Activation::Sockets { fds, .. }) if fds == vec![3, 4]));
+    }
 
     #[test]
     fn reads_activation_variables_as_sd_listen_fds_does() {

@@ -18,7 +18,9 @@
 //!   nothing else to do; the workers' request path is untouched.
 //!
 //! The size measured is the resident set (RSS), shared pages included, as `ps` and `top` show
-//! it: the number an operator compares with the machine's memory.
+//! it: the number an operator compares with the machine's memory. Each worker notes its size
+//! as it starts serving; one that starts over the limit is not replaced (its successor would
+//! start just as large, and replacing would never end), and the operator is told once.
 
 use crate::sys::{self, Pid};
 
@@ -34,6 +36,8 @@ pub const MAX_MIB: u64 = 1 << 20;
 pub struct Candidate {
     /// The worker's pid.
     pub pid: Pid,
+    /// Its resident size (bytes) as it started serving; 0 when unknown.
+    pub boot_rss: u64,
     /// It imported the app and serves, and is not already on its way out.
     pub serving: bool,
 }
@@ -43,6 +47,8 @@ pub struct Candidate {
 pub struct RssLimit {
     limit_bytes: u64,
     next_check: u64,
+    /// Said once: a worker was over the limit from its start.
+    warned_born_over: bool,
 }
 
 impl RssLimit {
@@ -51,6 +57,7 @@ impl RssLimit {
         (mib > 0).then(|| RssLimit {
             limit_bytes: mib.min(MAX_MIB) << 20,
             next_check: 0,
+            warned_born_over: false,
         })
     }
 
@@ -72,7 +79,26 @@ impl RssLimit {
         if serving < wanted || serving < workers.len() {
             return None;
         }
-        self.pick_from(workers.iter().map(|w| (w.pid, sys::rss_of(w.pid))))
+        // A worker that was over the limit before it served anything would be replaced by
+        // one just as large, and that one by another, for ever: such workers are left alone
+        // (and the operator told once) — the limit is below what the app needs to start.
+        let born_over = workers.iter().find(|w| w.boot_rss > self.limit_bytes);
+        if let (Some(w), false) = (born_over, self.warned_born_over) {
+            self.warned_born_over = true;
+            crate::warning!(
+                "Worker (pid:{}) was over --max-worker-rss {} MiB as it started serving ({} \
+                 MiB): workers that start over the limit are not replaced for memory",
+                w.pid,
+                self.limit_mib(),
+                w.boot_rss >> 20
+            );
+        }
+        self.pick_from(
+            workers
+                .iter()
+                .filter(|w| w.boot_rss <= self.limit_bytes)
+                .map(|w| (w.pid, sys::rss_of(w.pid))),
+        )
     }
 
     /// The largest of `sizes` above the limit.
@@ -110,10 +136,12 @@ mod tests {
         let booting = [
             Candidate {
                 pid: me,
+                boot_rss: 0,
                 serving: true,
             },
             Candidate {
                 pid: 0,
+                boot_rss: 0,
                 serving: false,
             },
         ];
@@ -121,6 +149,7 @@ mod tests {
         limit.next_check = 0;
         let alone = [Candidate {
             pid: me,
+            boot_rss: 0,
             serving: true,
         }];
         assert_eq!(

@@ -190,9 +190,15 @@ pub fn configure(address: Option<&Address>, prefix: &str) {
 fn open(address: &Address) -> std::io::Result<Sink> {
     match address {
         Address::Udp { host, port } => {
-            let target = (host.as_str(), *port)
-                .to_socket_addrs()?
-                .next()
+            // An IPv4 address first, as gunicorn's statsd client only speaks IPv4: with
+            // `localhost` resolving to ::1 first, metrics would go where an IPv4 agent never
+            // listens.
+            let addrs: Vec<_> = (host.as_str(), *port).to_socket_addrs()?.collect();
+            let target = addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or_else(|| addrs.first())
+                .copied()
                 .ok_or_else(|| std::io::Error::other("the name has no address"))?;
             let local = if target.is_ipv4() {
                 "0.0.0.0:0"

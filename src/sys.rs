@@ -831,6 +831,17 @@ pub fn parse_inotify_events(mut buf: &[u8], out: &mut Vec<InotifyEvent>) {
     }
 }
 
+/// The soft limit on open files (how many descriptors this process may hold).
+pub fn open_files_limit() -> u64 {
+    // SAFETY: an all-zero rlimit is a valid buffer for getrlimit to fill.
+    let mut limit: libc::rlimit = unsafe { mem::zeroed() };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == -1 {
+        return 1024;
+    }
+    limit.rlim_cur as u64
+}
+
 /// Raises the soft limit on open files to the hard limit, and returns the new soft limit. A
 /// worker holds a descriptor per connection and one per spooled request body, and the usual
 /// soft limit (1024) is below what `--worker-connections` allows.

@@ -76,15 +76,25 @@ pub fn parse_fds(value: &str, var: &str) -> Result<Vec<RawFd>, String> {
     if value.trim().is_empty() {
         return Ok(Vec::new());
     }
-    value
-        .split(',')
-        .map(|fd| match fd.trim().parse::<RawFd>() {
-            Ok(n) if n >= 0 => Ok(n),
-            _ => Err(format!(
-                "{var}: invalid value '{value}' (expected descriptor numbers separated by commas)"
-            )),
-        })
-        .collect()
+    let mut fds: Vec<RawFd> = Vec::new();
+    for fd in value.split(',') {
+        match fd.trim().parse::<RawFd>() {
+            // A descriptor named twice would be owned twice, and closed twice.
+            Ok(n) if n >= 0 && fds.contains(&n) => {
+                return Err(format!(
+                    "{var}: invalid value '{value}' (descriptor {n} twice)"
+                ))
+            }
+            Ok(n) if n >= 0 => fds.push(n),
+            _ => {
+                return Err(format!(
+                    "{var}: invalid value '{value}' (expected descriptor numbers separated by \
+                     commas)"
+                ))
+            }
+        }
+    }
+    Ok(fds)
 }
 
 impl Upgrade {
@@ -157,6 +167,12 @@ impl Upgrade {
     /// True while a new master we started runs: WINCH applies only then.
     pub fn has_child(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// True when a USR2 now would start a new master: no new master of ours runs, and we are
+    /// not the new master of an upgrade whose old master is still there.
+    pub fn can_reexec(&self) -> bool {
+        self.child.is_none() && self.parent_alive().is_none()
     }
 
     /// The new master: once the old master has exited we are reparented, and the sockets are

@@ -354,6 +354,98 @@ fn a_worker_killed_for_timeout_is_explained_in_the_logs() {
 }
 
 #[test]
+fn a_config_file_that_starts_a_thread_does_not_hang_the_start() {
+    let dir = TempDir::new("hooks-thread");
+    let conf = write(
+        dir.path(),
+        "conf.py",
+        "import threading, time
+threading.Thread(target=lambda: time.sleep(3600)).start()
+workers = 2
+",
+    );
+    let server = Server::start(&["-c", &conf, "--chdir", "tests/apps", "hooked:app"]);
+    server.wait_for_workers(2, WAIT);
+    assert_eq!(http_get(server.port(), "/").text(), "ok");
+}
+
+#[test]
+fn a_worker_that_times_out_while_booting_is_told_so_and_worker_abort_is_safe() {
+    let dir = TempDir::new("hooks-boot-timeout");
+    let conf = write(
+        dir.path(),
+        "conf.py",
+        "def worker_abort(worker):\n    worker.log.info('HOOK worker_abort %s', worker.pid)\n",
+    );
+    let server = Server::build(&[
+        "-c",
+        &conf,
+        "-t",
+        "1",
+        "--chdir",
+        "tests/apps",
+        "hooked:app",
+    ])
+    .env("SLOW_IMPORT", "5")
+    .start();
+    server.wait_for_line("timed out while booting", WAIT);
+    server.wait_for_line("aborting (timeout)", WAIT);
+    // SIGABRT is handled from the worker's first moment: no default action, no core dump.
+    assert_eq!(
+        server.count_lines("was sent signal 6"),
+        0,
+        "{:?}",
+        server.stderr_lines()
+    );
+}
+
+#[test]
+fn hooks_log_with_mappings_and_odd_text_without_failing() {
+    let dir = TempDir::new("hooks-log");
+    let conf = write(
+        dir.path(),
+        "conf.py",
+        "def post_fork(server, worker):\n    server.log.info('HOOK mapped %(x)s', {'x': 42})\n    server.log.info('HOOK odd %s', '\\udcff')\n",
+    );
+    let server = Server::start(&["-c", &conf, "--chdir", "tests/apps", "hooked:app"]);
+    server.wait_for_line("HOOK mapped 42", WAIT);
+    server.wait_for_line("HOOK odd", WAIT);
+    assert_eq!(http_get(server.port(), "/").status, 200);
+    assert_eq!(
+        server.count_lines("Exception in"),
+        0,
+        "{:?}",
+        server.stderr_lines()
+    );
+}
+
+#[test]
+fn a_master_with_python_still_keeps_its_launch_variables_from_the_app() {
+    // The master's interpreter starts after minigun has set up its environment: --reload's
+    // "write no bytecode", and the removal of the variables an upgrade or systemd passes.
+    let dir = TempDir::new("hooks-env");
+    let conf = write(
+        dir.path(),
+        "conf.py",
+        "def on_starting(server):\n    pass\n",
+    );
+    let server = Server::build(&[
+        "-c",
+        &conf,
+        "--reload",
+        "--chdir",
+        "tests/apps",
+        "hooked:app",
+    ])
+    .env_remove("PYTHONDONTWRITEBYTECODE")
+    .env("LISTEN_FDS", "1")
+    .env("MINIGUN_FD", "3")
+    .start();
+    assert_eq!(http_get(server.port(), "/bytecode").text(), "True");
+    assert_eq!(http_get(server.port(), "/listen-env").text(), "none");
+}
+
+#[test]
 fn pre_exec_runs_before_usr2_starts_the_new_master() {
     let dir = TempDir::new("hooks-pre-exec");
     let conf = write(
@@ -367,4 +459,14 @@ fn pre_exec_runs_before_usr2_starts_the_new_master() {
     let hook = server.wait_for_line("HOOK pre_exec", WAIT);
     assert!(hook.contains(&server.master_pid().to_string()), "{hook}");
     server.wait_for_line("Upgrading: new master", WAIT);
+    let log = server.stderr_lines();
+    let at = |pattern: &str| log.iter().position(|l| l.contains(pattern));
+    assert!(
+        at("HOOK pre_exec") < at("Upgrading: new master"),
+        "{log:#?}"
+    );
+    // A second USR2 while the new master runs is refused, and runs no pre_exec.
+    server.signal(libc::SIGUSR2);
+    server.wait_for_line("Child exists", WAIT);
+    assert_eq!(server.count_lines("HOOK pre_exec"), 1);
 }

@@ -54,7 +54,8 @@ fn an_edited_module_reloads_a_broken_one_keeps_the_old_code_and_its_fix_reloads(
     write(&greeting, "hello\n");
     let dir_arg = dir.path().to_str().expect("utf-8 temp path");
     let extra = greeting.to_str().expect("utf-8 temp path");
-    let server = Server::start(&[
+    // Without the caller's PYTHONDONTWRITEBYTECODE, so the check below is minigun's doing.
+    let server = Server::build(&[
         "--chdir",
         dir_arg,
         "--reload",
@@ -63,7 +64,9 @@ fn an_edited_module_reloads_a_broken_one_keeps_the_old_code_and_its_fix_reloads(
         "-w",
         "2",
         "app:app",
-    ]);
+    ])
+    .env_remove("PYTHONDONTWRITEBYTECODE")
+    .start();
     server.wait_for_workers(2, WAIT);
     assert_eq!(http_get(server.port(), "/").text(), "v1 hello");
 
@@ -116,5 +119,41 @@ fn reload_refuses_a_preloaded_app() {
     assert!(
         lines[0].contains("--reload") && lines[0].contains("--preload"),
         "{lines:?}"
+    );
+}
+
+#[test]
+fn a_burst_of_edits_while_workers_boot_reloads_one_generation_at_a_time() {
+    let dir = TempDir::new("reload-burst");
+    // Importing takes a second, as a real app's might: edits arrive while workers boot.
+    write(
+        &dir.path().join("app.py"),
+        &format!("import time\ntime.sleep(1)\n{APP}"),
+    );
+    write(&dir.path().join("helper.py"), &helper("v0"));
+    write(&dir.path().join("greeting.txt"), "hello\n");
+    let dir_arg = dir.path().to_str().expect("utf-8 temp path");
+    let server = Server::build(&["--chdir", dir_arg, "--reload", "-w", "2", "app:app"])
+        .env_remove("PYTHONDONTWRITEBYTECODE")
+        .start();
+    server.wait_for_workers(2, WAIT);
+    wait_for_answer(&server, "v0 hello");
+    // Twenty saves, 100 ms apart (an editor, a formatter, a rebase), while counting workers.
+    let helper_py = dir.path().join("helper.py");
+    let mut most = 0;
+    for i in 1..=20 {
+        write(&helper_py, &helper(&format!("v{i}")));
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(100);
+        while std::time::Instant::now() < until {
+            most = most.max(server.worker_pids().len());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    wait_for_answer(&server, "v20 hello");
+    // Two old workers and one new generation of two at the most, never a pile of generations.
+    assert!(most <= 4, "{most} workers at once during a burst of edits");
+    assert!(
+        !dir.path().join("__pycache__").exists(),
+        "bytecode was written under --reload"
     );
 }

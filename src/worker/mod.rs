@@ -84,6 +84,8 @@ pub struct Setup<'a> {
     pub state: &'static AtomicU64,
     /// This worker's count of threads serving a request, read by the arbiter (`saturation`).
     pub busy_threads: &'static AtomicU64,
+    /// Where the worker notes its resident size once booted (for `--max-worker-rss`).
+    pub boot_rss: &'static AtomicU64,
     /// The arbiter's pid: if our parent changes, the arbiter is gone and we exit.
     pub ppid: sys::Pid,
     /// The app, when `--preload` imported it before the fork.
@@ -159,6 +161,7 @@ pub fn run(setup: Setup<'_>) -> i32 {
         let _ = sys::default_signal(sig);
     }
     let _ = sys::ignore_signal(libc::SIGPIPE);
+    await_abort();
     sys::restore_signals(setup.signal_mask);
     let signals = match signals {
         Ok(s) => s,
@@ -184,6 +187,9 @@ pub fn run(setup: Setup<'_>) -> i32 {
             return interpreter::WORKER_BOOT_ERROR;
         }
     };
+    setup
+        .boot_rss
+        .store(sys::rss_bytes().unwrap_or(0), Ordering::Release);
     setup.state.store(slot_state::BOOTED, Ordering::Release);
     worker.pulse.beat();
 
@@ -238,6 +244,7 @@ fn boot_python(setup: &Setup<'_>) -> Result<(App, Hooks), i32> {
             return Err(interpreter::WORKER_BOOT_ERROR);
         }
     }
+    dump_tracebacks_on_sigusr2();
     let failed = |code: i32| {
         move |msg: String| {
             crate::log::write_raw(format!("{}\n", msg.trim_end()).as_bytes());
@@ -263,6 +270,7 @@ fn boot_python(setup: &Setup<'_>) -> Result<(App, Hooks), i32> {
             .map_err(|e| interpreter::format_traceback(py, &e))?;
         let ok = hooks.call(py, "post_fork", (hooks.server.bind(py), worker.bind(py)));
         hooks.worker = Some(worker);
+        let _ = ABORT_HOOKS.set(hooks.clone_ref(py));
         if ok {
             Ok(())
         } else {
@@ -295,16 +303,55 @@ fn boot_python(setup: &Setup<'_>) -> Result<(App, Hooks), i32> {
         crate::error!("The post_worker_init hook failed; the worker does not start");
         return Err(interpreter::WORKER_BOOT_ERROR);
     }
-    explain_timeouts(&hooks);
     Ok((app, hooks))
 }
 
-/// Prepares this worker to explain a timeout (see `arbiter::murder_workers`): SIGUSR2 makes
-/// `faulthandler` write every thread's traceback into the error log, from its signal handler,
-/// however stuck the threads are; and when the config file has a `worker_abort` hook, SIGABRT
-/// wakes a thread of its own that runs it (taking the GIL as soon as a stuck thread lets go of
-/// it) and exits.
-fn explain_timeouts(hooks: &Hooks) {
+/// The hooks the abort thread runs `worker_abort` from, once the worker has them.
+static ABORT_HOOKS: std::sync::OnceLock<Hooks> = std::sync::OnceLock::new();
+
+/// Readies this worker for the arbiter's SIGABRT (its "you timed out" once `worker_abort` is
+/// defined): a thread of its own waits for it, since the serving threads may all be stuck in
+/// the app, runs the hook if the worker has got that far (taking the GIL as soon as a stuck
+/// thread lets go of it), and exits. Installed first thing, so that a worker that times out
+/// while still booting ends cleanly instead of by SIGABRT's default action.
+fn await_abort() {
+    let pipe = match crate::signals::install_abort_pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            crate::warning!("Cannot route SIGABRT; worker_abort will not run: {e}");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("minigun-abort".to_owned())
+        .spawn(move || {
+            loop {
+                match sys::poll_one(pipe.as_raw_fd(), sys::Ready::Read, -1) {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+            crate::info!("Worker {} aborting (timeout)", sys::getpid());
+            if let Some(hooks) = ABORT_HOOKS.get() {
+                Python::attach(|py| {
+                    if let Some(w) = &hooks.worker {
+                        hooks.call(py, "worker_abort", (w.bind(py),));
+                    }
+                });
+            }
+            sys::exit_now(1);
+        });
+    if let Err(e) = spawned {
+        crate::warning!("Cannot start the abort thread; worker_abort will not run: {e}");
+    }
+}
+
+/// Has `faulthandler` write every thread's traceback into the error log on SIGUSR2, from its
+/// signal handler, however stuck the threads are (see `arbiter::murder_workers`). Registered as
+/// soon as the interpreter runs, so a worker stuck while importing the app is explained too.
+fn dump_tracebacks_on_sigusr2() {
     let fd = crate::log::error_fd();
     let registered = Python::attach(|py| {
         py.import("faulthandler").and_then(|fh| {
@@ -318,40 +365,6 @@ fn explain_timeouts(hooks: &Hooks) {
     });
     if let Err(e) = registered {
         crate::warning!("Tracebacks on timeout are off: {e}");
-    }
-    let wants_abort = Python::attach(|py| hooks.has(py, "worker_abort"));
-    if !wants_abort {
-        return;
-    }
-    let pipe = match crate::signals::install_abort_pipe() {
-        Ok(p) => p,
-        Err(e) => {
-            crate::warning!("worker_abort will not run: {e}");
-            return;
-        }
-    };
-    let hooks = Python::attach(|py| hooks.clone_ref(py));
-    let spawned = std::thread::Builder::new()
-        .name("minigun-abort".to_owned())
-        .spawn(move || {
-            loop {
-                match sys::poll_one(pipe.as_raw_fd(), sys::Ready::Read, -1) {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return,
-                }
-            }
-            crate::info!("Worker {} aborting (timeout)", sys::getpid());
-            Python::attach(|py| {
-                if let Some(w) = &hooks.worker {
-                    hooks.call(py, "worker_abort", (w.bind(py),));
-                }
-            });
-            sys::exit_now(1);
-        });
-    if let Err(e) = spawned {
-        crate::warning!("worker_abort will not run: {e}");
     }
 }
 

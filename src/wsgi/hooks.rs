@@ -24,6 +24,15 @@ use super::interpreter::format_traceback;
 use crate::config::Settings;
 use crate::log::Level;
 
+/// The exit status a hook asked for with `sys.exit`, or -1.
+static EXIT_REQUESTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// The exit status a hook asked for with `sys.exit()`, if one did.
+pub fn exit_requested() -> Option<i32> {
+    let code = EXIT_REQUESTED.load(std::sync::atomic::Ordering::Acquire);
+    (code >= 0).then_some(code)
+}
+
 /// Writes one line from a hook's `log` into the error log.
 #[pyfunction]
 fn log_line(level: u8, text: &str) {
@@ -46,10 +55,15 @@ class Log:
     def __init__(self, write):
         self._write = write
     def _emit(self, level, msg, args):
+        # As the logging module: one mapping argument fills %(name)s fields.
+        if len(args) == 1 and isinstance(args[0], dict) and args[0]:
+            args = args[0]
         try:
             text = msg % args if args else str(msg)
         except Exception:
             text = "%s %r" % (msg, args)
+        # Never let a stray surrogate or odd byte make logging raise.
+        text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
         self._write(level, text)
     def debug(self, msg, *args, **kw): self._emit(0, msg, args)
     def info(self, msg, *args, **kw): self._emit(1, msg, args)
@@ -247,6 +261,19 @@ impl Hooks {
             .and_then(|a| f.call1(a.into_bound()))
         {
             Ok(_) => true,
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PySystemExit>(py) => {
+                // gunicorn's master leaves when a hook calls sys.exit(); so does ours (see
+                // `exit_requested`). In a worker it counts as the hook failing.
+                let code = e
+                    .value(py)
+                    .getattr("code")
+                    .ok()
+                    .and_then(|c| c.extract::<i32>().ok())
+                    .unwrap_or(1);
+                crate::info!("The {name} hook called sys.exit({code})");
+                EXIT_REQUESTED.store(code, std::sync::atomic::Ordering::Release);
+                false
+            }
             Err(e) => {
                 crate::error!(
                     "Exception in {name} hook:\n{}",

@@ -3,6 +3,10 @@
     GET /env?name=X   -> os.environ[X] (or "unset")
     GET /module       -> whether the module the config file imported is loaded, and its mark
     GET /stuck        -> never returns (stuck_forever), for the timeout tests
+    GET /bytecode     -> sys.dont_write_bytecode
+    GET /listen-env   -> the LISTEN_*/MINIGUN_* variables the app can see
+
+With SLOW_IMPORT=S in the environment, importing the app takes S seconds.
     GET /             -> "ok"
 """
 
@@ -10,6 +14,8 @@ import os
 import sys
 import time
 from urllib.parse import parse_qs
+
+time.sleep(float(os.environ.get("SLOW_IMPORT", "0")))
 
 
 def stuck_forever():
@@ -25,6 +31,10 @@ def app(environ, start_response):
     elif path == "/module":
         mod = sys.modules.get("config_marker")
         body = getattr(mod, "MARK", "not imported")
+    elif path == "/bytecode":
+        body = str(sys.dont_write_bytecode)
+    elif path == "/listen-env":
+        body = ",".join(sorted(k for k in os.environ if k.startswith("LISTEN_") or k in ("MINIGUN_FD", "MINIGUN_PID", "MINIGUN_FD_INHERITED"))) or "none"
     elif path == "/stuck":
         stuck_forever()
         body = "unreachable"
