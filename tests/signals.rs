@@ -79,14 +79,19 @@ fn widen_window(stream: &TcpStream) {
 
 /// Waits (bounded) until one of `worker`'s threads sleeps in poll(2): blocked sending to the
 /// client that stopped reading, which is where the signal must land. (The worker's other
-/// sleeping threads wait in epoll_wait or on a futex, never in poll.)
+/// serving threads wait in epoll_wait or on a futex; its abort thread, which waits in poll on
+/// a pipe, is told apart by its name.)
 fn wait_until_blocked_sending(server: &Server, worker: u32) {
     let in_poll = || {
         std::fs::read_dir(format!("/proc/{worker}/task"))
             .map(|tasks| {
+                // The abort thread also sleeps in poll, on its own pipe: not the one.
                 tasks.flatten().any(|t| {
-                    std::fs::read_to_string(t.path().join("wchan"))
-                        .is_ok_and(|w| w.starts_with("poll_schedule_timeout"))
+                    let serving = std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() != "minigun-abort");
+                    serving
+                        && std::fs::read_to_string(t.path().join("wchan"))
+                            .is_ok_and(|w| w.starts_with("poll_schedule_timeout"))
                 })
             })
             .unwrap_or(false)
