@@ -6,11 +6,19 @@
 //! `\` continues on the next line, which starts with `> `), and the lines after it, up to the
 //! next command, are its output. Blocks tagged ```` ```console,terminal1 ```` start a server:
 //! the reader runs them in a first terminal and leaves them running, so here the last command
-//! of such a block runs in a shell of its own, and the test goes on once the server has
-//! printed the lines the block shows (its `Listening on` line first of all). A
-//! `console,terminal1` block with no command is what that first terminal shows by then. Every
-//! other console block runs, in order, in one second shell that lives for the whole page, so
-//! `cd`, variables and background jobs carry over as they do for the reader.
+//! of such a block is typed without waiting for its end, and the test goes on once the server
+//! has printed the lines the block shows (its `Listening on` line first of all). The next
+//! `console,terminal1` block with commands first presses Ctrl+C (SIGINT to every process the
+//! server command started, as a terminal sends it to its foreground job) and then types into
+//! the same shell, so a `cd` or `export` of an earlier block is still in force, as it is for
+//! the reader. A `console,terminal1` block with no command is what that first terminal shows
+//! by then. Every other console block runs, in order, in one second shell that lives for the
+//! whole page, so `cd`, variables and background jobs carry over there too.
+//!
+//! A reader goes on to the next chapter with the same two terminals, so each page's shells
+//! start where the pages before it left them: before the first block, each shell silently
+//! replays the `cd`, `source`, `export` and `mkdir` commands that the earlier pages typed into
+//! that terminal.
 //!
 //! `book/README.md` is the authors' side of this: the block format, the free port that
 //! replaces the book's 8000, and the masks for what must vary from run to run (ports, pids,
@@ -35,6 +43,9 @@ const BOOK_PORT: &str = "8000";
 /// How long one command may take. `cargo` may have to build a step first.
 const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 const CARGO_LIMIT: Duration = Duration::from_secs(600);
+
+/// How long a server may take to stop after Ctrl+C (then, as long again after SIGKILL).
+const INTERRUPT_LIMIT: Duration = Duration::from_secs(35);
 
 /// How long `ps` and `ss`, which show a state that settles a moment later, are re-run until
 /// their output matches the book.
@@ -423,6 +434,9 @@ struct Terminal {
     screen: Arc<Screen>,
     /// Numbers the end-of-command markers.
     count: usize,
+    /// A command typed without waiting for its end (a server): its number, and where its
+    /// output began.
+    running: Option<(usize, usize)>,
 }
 
 impl Terminal {
@@ -485,6 +499,56 @@ impl Terminal {
             stdin,
             screen,
             count: 0,
+            running: None,
+        }
+    }
+
+    /// Types `command` and leaves it running, as a reader leaves a server; returns where its
+    /// output begins.
+    fn start(&mut self, command: &str) -> usize {
+        let from = self.mark();
+        let n = self.type_command(command);
+        self.running = Some((n, from));
+        from
+    }
+
+    /// Ctrl+C: SIGINT to every process of the shell's group but the shell itself (what a
+    /// terminal sends to its foreground job), then waits for the running command to end, so
+    /// the shell, with its working directory and variables, takes the next commands. A
+    /// command still running after the wait is killed.
+    fn interrupt(&mut self) -> Result<(), String> {
+        let Some((n, from)) = self.running.take() else {
+            return Ok(());
+        };
+        let marker = format!("\u{1e}done {n} ");
+        for (signal, limit) in [
+            (libc::SIGINT, INTERRUPT_LIMIT),
+            (libc::SIGKILL, INTERRUPT_LIMIT),
+        ] {
+            for pid in group_members(self.pid()) {
+                // SAFETY: kill(2) reads no memory; `pid` is in the process group of the
+                // shell we started and have not reaped, so it is one of the processes that
+                // shell started, not a stranger's.
+                unsafe { libc::kill(pid, signal) };
+            }
+            if self.wait_for(from, limit, |t| t.contains(&marker)).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(format!(
+            "the server in terminal 1 did not stop on Ctrl+C (SIGINT), nor on SIGKILL: {}",
+            self.since(from)
+        ))
+    }
+
+    /// Runs `commands` with their output thrown away, to bring a new shell to the state the
+    /// earlier pages left the reader's terminal in.
+    fn replay(&mut self, commands: &[String]) {
+        for command in commands {
+            let quiet = format!("{{ {command}\n}} >/dev/null 2>&1");
+            if let Err(got) = self.run(&quiet, COMMAND_LIMIT) {
+                panic!("replaying `{command}` from an earlier page did not finish: {got}");
+            }
         }
     }
 
@@ -569,6 +633,31 @@ impl Drop for Terminal {
     }
 }
 
+/// The processes in process group `pgid`, except its leader (the shell).
+fn group_members(pgid: i32) -> Vec<i32> {
+    let mut members = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return members;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        // /proc/PID/stat: `pid (comm) state ppid pgrp ...`; comm may hold spaces and parens.
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue; // gone meanwhile
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let pgrp = stat[close + 1..].split_whitespace().nth(2);
+        if pid != pgid && pgrp.and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            members.push(pid);
+        }
+    }
+    members
+}
+
 // -- running a page ---------------------------------------------------------------------------
 
 /// Ports handed out by this process, so two pages never share one.
@@ -637,9 +726,13 @@ fn tools_ready(page: &str) -> bool {
 struct Session {
     page: String,
     port: String,
-    /// The first terminal and where its server command began in its output.
+    /// The first terminal and where its server command began in its output (0 before the
+    /// first server).
     first: Option<(Terminal, usize)>,
     second: Option<Terminal>,
+    /// What each terminal replays when it opens: the state the earlier pages left it in.
+    replay_first: Vec<String>,
+    replay_second: Vec<String>,
 }
 
 impl Session {
@@ -664,11 +757,23 @@ impl Session {
         comparable(&lines.join("\n"), "\u{0}")
     }
 
-    /// A `terminal1` block: a fresh first terminal (the reader's Ctrl+C stopped the last
-    /// server), its set-up commands, then the server, up to the lines the block shows.
+    /// A `terminal1` block: Ctrl+C for the last server in the first terminal (the same
+    /// shell, so it is where the last block left it), the block's set-up commands, then the
+    /// server, up to the lines the block shows.
     fn start_server(&mut self, block: &Block) -> Result<(), String> {
-        self.first = None;
-        let mut terminal = Terminal::open();
+        let mut terminal = match self.first.take() {
+            Some((mut terminal, _)) => {
+                terminal
+                    .interrupt()
+                    .map_err(|why| format!("{}: {why}", block.at))?;
+                terminal
+            }
+            None => {
+                let mut terminal = Terminal::open();
+                terminal.replay(&self.replay_first);
+                terminal
+            }
+        };
         let (server, setup) = block.commands.split_last().expect("the block has commands");
         for cmd in setup {
             let command = replace_number(&cmd.text, BOOK_PORT, &self.port);
@@ -698,8 +803,7 @@ impl Session {
             ));
         }
         let command = replace_number(&server.text, BOOK_PORT, &self.port);
-        let start = terminal.mark();
-        terminal.type_command(&command);
+        let start = terminal.start(&command);
         let mut expected = self.expected(&server.expected);
         expected.push("...".into());
         let port = self.port.clone();
@@ -740,7 +844,12 @@ impl Session {
         let settles = matches!(cmd.text.split_whitespace().next(), Some("ps" | "ss"));
         let deadline = Instant::now() + SETTLE_LIMIT;
         loop {
-            let terminal = self.second.get_or_insert_with(Terminal::open);
+            if self.second.is_none() {
+                let mut terminal = Terminal::open();
+                terminal.replay(&self.replay_second);
+                self.second = Some(terminal);
+            }
+            let terminal = self.second.as_mut().expect("opened above");
             let out = terminal
                 .run(&command, limit_for(&command))
                 .map_err(|got| format!("{at}: `{}` did not finish in time: {got}", cmd.text))?;
@@ -789,6 +898,41 @@ fn check_terminal_prose(blocks: &[Block]) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a command changes what the shell carries to the next one (its working directory,
+/// its variables) or makes a folder a later `cd` needs; such commands are replayed.
+fn changes_shell_state(command: &str) -> bool {
+    matches!(
+        command.split_whitespace().next(),
+        Some("cd" | "source" | "." | "export" | "unset" | "deactivate" | "mkdir")
+    )
+}
+
+/// The commands of the pages before `page`, in reading order, that changed the state of the
+/// first terminal (its set-up commands, never a server) and of the second.
+fn left_by_earlier_pages(page: &str) -> (Vec<String>, Vec<String>) {
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for earlier in summary_pages() {
+        if earlier == page {
+            break;
+        }
+        let path = repo().join("book/src").join(&earlier);
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{earlier}: {e}"));
+        for block in console_blocks(&earlier, &expand_includes(&path, &text)) {
+            let (commands, into) = match block.commands.split_last() {
+                Some((_server, setup)) if block.terminal1 => (setup, &mut first),
+                _ => (&block.commands[..], &mut second),
+            };
+            into.extend(
+                commands
+                    .iter()
+                    .filter(|c| changes_shell_state(&c.text))
+                    .map(|c| c.text.clone()),
+            );
+        }
+    }
+    (first, second)
+}
+
 /// Runs every console block of `book/src/<page>` in order.
 fn run_page(page: &str) {
     let path = repo().join("book/src").join(page);
@@ -800,11 +944,14 @@ fn run_page(page: &str) {
     if blocks.is_empty() || !tools_ready(page) {
         return;
     }
+    let (replay_first, replay_second) = left_by_earlier_pages(page);
     let mut session = Session {
         page: page.to_string(),
         port: free_port(),
         first: None,
         second: None,
+        replay_first,
+        replay_second,
     };
     let started = Instant::now();
     for block in &blocks {
