@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "\
 step06-fork: serve a Python WSGI app, forking one child process per connection.
 
-Usage: step06-fork [-b HOST:PORT] [-t SECS] [--keep-alive SECS] MODULE:APP
+Usage: step06-fork [-b HOST:PORT] [-t SECS] [--keep-alive SECS] [--trace] MODULE:APP
 
 Arguments:
   MODULE:APP                the WSGI callable to serve, e.g. hello:app, imported from the
@@ -44,7 +44,7 @@ Options:
       --keep-alive SECS     how long an idle connection may wait for its next request
                             (default 2)
       --trace               narrate each accept, fork, read, answer and reap on stderr
-  -h, --help            print this help and exit
+  -h, --help                print this help and exit
 ";
 
 /// Settings taken from the command line.

@@ -35,7 +35,7 @@ step05-wsgi: serve a Python WSGI app from step 04's pool of threads, which share
 interpreter. Connections beyond --worker-connections get 503 instead of waiting.
 
 Usage: step05-wsgi [-b HOST:PORT] [-t SECS] [--threads N] [--worker-connections N]
-                   [--keep-alive SECS] MODULE:APP
+                   [--keep-alive SECS] [--trace] MODULE:APP
 
 Arguments:
   MODULE:APP                the WSGI callable to serve, e.g. hello:app, imported from the
@@ -49,7 +49,7 @@ Options:
       --keep-alive SECS     how long an idle connection may wait for its next request
                             (default 2)
       --trace               narrate each accept, queue, read, parse and answer on stderr
-  -h, --help            print this help and exit
+  -h, --help                print this help and exit
 ";
 
 /// Settings taken from the command line.
@@ -295,13 +295,17 @@ fn start_workers(config: &Config, app: &Arc<wsgi::App>) -> io::Result<Arc<Queue>
             .name(format!("worker-{i}"))
             .spawn(move || loop {
                 let stream = queue.pop();
-                let (peer, fd) = (stream.peer_addr(), stream.as_raw_fd());
+                let fd = stream.as_raw_fd();
+                // For an error line; a client that has already reset has no address left.
+                let peer = stream
+                    .peer_addr()
+                    .map_or("a client that left".into(), |a| a.to_string());
                 let me = thread::current();
                 let name = me.name().unwrap_or("?");
                 trace!("fd {fd}: picked up by thread {name}");
                 // A failing client ends only its own connection, never the thread.
                 if let Err(e) = handle_connection(stream, &config, &app) {
-                    eprintln!("{peer:?}: {e}");
+                    eprintln!("{peer}: {e}");
                 }
                 queue.done();
                 trace!("fd {fd}: closed; thread {name} is free");

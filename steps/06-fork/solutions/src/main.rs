@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "\
 step06-fork: serve a Python WSGI app, forking one child process per connection.
 
-Usage: step06-fork [-b HOST:PORT] [-t SECS] [--keep-alive SECS] MODULE:APP
+Usage: step06-fork [-b HOST:PORT] [-t SECS] [--keep-alive SECS] [--max-children N] [--trace]
+                   MODULE:APP
 
 Arguments:
   MODULE:APP                the WSGI callable to serve, e.g. hello:app, imported from the
@@ -50,7 +51,7 @@ Options:
                             (default 2)
       --max-children N      children serving at once; more clients get 503 (default 64)
       --trace               narrate each accept, fork, read, answer and reap on stderr
-  -h, --help            print this help and exit
+  -h, --help                print this help and exit
 ";
 
 /// Settings taken from the command line.

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant, SystemTime};
 const USAGE: &str = "\
 step07-prefork-wsgi: serve a Python WSGI app from a master and N pre-forked workers.
 
-Usage: step07-prefork-wsgi [-b HOST:PORT] [-w N] [-t SECS] MODULE:APP
+Usage: step07-prefork-wsgi [-b HOST:PORT] [-w N] [-t SECS] [--trace] MODULE:APP
 
 Arguments:
   MODULE:APP                the WSGI callable to serve, e.g. hello:app, imported from the
@@ -53,7 +53,7 @@ Options:
   -t, --timeout SECS        time a client has to send a whole request (default 30)
   -w, --workers N           worker processes to keep running (default 1)
       --trace               narrate forks, signals, accepts, reads and answers on stderr
-  -h, --help            print this help and exit
+  -h, --help                print this help and exit
 ";
 
 /// Settings taken from the command line.
