@@ -640,7 +640,11 @@ fn group_members(pgid: i32) -> Vec<i32> {
         return members;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         // /proc/PID/stat: `pid (comm) state ppid pgrp ...`; comm may hold spaces and parens.
