@@ -9,7 +9,8 @@
 //! - All threads share one interpreter, and the GIL lets only one of them run Python at a
 //!   time. Step 06 gives each connection a process of its own; step 07 a fixed set of them.
 //! - The body is read whole before the app runs, and the app's answer is buffered whole and
-//!   sent with Content-Length. minigun streams both ways (`wsgi/` input, `http/response.rs`).
+//!   sent with Content-Length. minigun streams responses (`wsgi/response.rs`) and keeps a
+//!   large body in a temporary file, not in memory (`conn.rs`, `wsgi/input.rs`).
 //! - Shutdown: Ctrl+C kills the process mid-request. Step 07 stops gracefully.
 #![deny(clippy::undocumented_unsafe_blocks)]
 

@@ -8,12 +8,13 @@
 //!
 //! Left out on purpose:
 //! - A worker serves one request per connection, one connection at a time (gunicorn's sync
-//!   worker). minigun's `worker.rs` keeps idle keep-alive connections in an epoll set and
+//!   worker). minigun's `worker/` keeps idle keep-alive connections in an epoll set and
 //!   serves them from several threads.
 //! - No heartbeat: a worker stuck in the app forever is never replaced, and there is no
 //!   reload (HUP) or worker count change (TTIN/TTOU). minigun's `arbiter.rs` has all three.
 //! - The body is read whole before the app runs, and the app's answer is buffered whole and
-//!   sent with Content-Length. minigun streams both ways (`wsgi/` input, `http/response.rs`).
+//!   sent with Content-Length. minigun streams responses (`wsgi/response.rs`) and keeps a
+//!   large body in a temporary file, not in memory (`conn.rs`, `wsgi/input.rs`).
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 #[macro_use]

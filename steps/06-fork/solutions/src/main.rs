@@ -13,7 +13,8 @@
 //! - A fork per connection pays for a new process every time, and nothing bounds how many
 //!   run at once. Step 07 forks a fixed set of workers once, up front.
 //! - The body is read whole before the app runs, and the app's answer is buffered whole and
-//!   sent with Content-Length. minigun streams both ways (`wsgi/` input, `http/response.rs`).
+//!   sent with Content-Length. minigun streams responses (`wsgi/response.rs`) and keeps a
+//!   large body in a temporary file, not in memory (`conn.rs`, `wsgi/input.rs`).
 //! - Shutdown: Ctrl+C reaches every process in the terminal's group and kills them
 //!   mid-request. Step 07 stops gracefully.
 #![deny(clippy::undocumented_unsafe_blocks)]
