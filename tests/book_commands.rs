@@ -298,6 +298,55 @@ fn mask_bracketed_numbers(line: &str) -> String {
     out
 }
 
+/// `[2026-12-05 12:18:43 +0000]`, the time at the start of a line of minigun's error log
+/// (gunicorn's format), becomes `[<date>]`.
+fn mask_log_times(line: &str) -> String {
+    let shape = "[dddd-dd-dd dd:dd:dd +dddd]";
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find('[') {
+        let candidate = rest[at..].as_bytes();
+        let fits = candidate.len() >= shape.len()
+            && shape.bytes().zip(candidate).all(|(want, &got)| match want {
+                b'd' => got.is_ascii_digit(),
+                b'+' => got == b'+' || got == b'-',
+                _ => want == got,
+            });
+        out.push_str(&rest[..at]);
+        if fits {
+            out.push_str("[<date>]");
+            rest = &rest[at + shape.len()..];
+        } else {
+            out.push('[');
+            rest = &rest[at + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `(31027)`, a pid alone in parentheses (minigun's `Listening at: ... (31027)`), becomes
+/// `(<pid>)`.
+fn mask_parenthesised_numbers(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find('(') {
+        out.push_str(&rest[..=at]);
+        let after = &rest[at + 1..];
+        let len = after
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(after.len());
+        if len > 0 && after[len..].starts_with(')') {
+            out.push_str("<pid>");
+            rest = &after[len..];
+        } else {
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A decimal number, alone or with a unit (`2.81`, `8.60MB`, `0m1.803s`): a timing or a rate.
 fn is_measurement(token: &str) -> bool {
     let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
@@ -328,12 +377,21 @@ fn is_measurement(token: &str) -> bool {
 fn mask(line: &str) -> String {
     let digits = |c: char| c.is_ascii_digit();
     let version = |c: char| c.is_ascii_digit() || c == '.';
-    let mut line = mask_after(line, "127.0.0.1:", digits, "<port>");
-    for marker in ["pid: ", "pid:", "pid=", "reaped child "] {
+    let mut line = mask_log_times(line);
+    line = mask_after(&line, "127.0.0.1:", digits, "<port>");
+    for marker in [
+        "pid: ",
+        "pid:",
+        "pid=",
+        "reaped child ",
+        "Worker ",
+        "worker ",
+    ] {
         line = mask_after(&line, marker, digits, "<pid>");
     }
     line = mask_after(&line, "curl/", version, "<version>");
     line = mask_bracketed_numbers(&line);
+    line = mask_parenthesised_numbers(&line);
     let mut tokens: Vec<String> = line.split_whitespace().map(str::to_string).collect();
     let number = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
     // A `ps` row: PID and PPID, then the state.
@@ -796,13 +854,14 @@ impl Session {
                 block.at
             ));
         }
+        // A step says `Listening on ...`; minigun logs gunicorn's `... [INFO] Listening at: ...`.
         if !server
             .expected
             .iter()
-            .any(|l| l.starts_with("Listening on "))
+            .any(|l| l.starts_with("Listening on ") || l.contains("] Listening at: "))
         {
             return Err(format!(
-                "{}: show the server's `Listening on` line",
+                "{}: show the server's `Listening on` (or minigun's `Listening at:`) line",
                 block.at
             ));
         }
@@ -1004,6 +1063,7 @@ const TESTED: &[&str] = &[
     "ch05-wsgi.md",
     "ch06-fork.md",
     "ch07-prefork-wsgi.md",
+    "ch08-to-minigun.md",
 ];
 
 #[test]
@@ -1029,7 +1089,10 @@ fn masks_hide_only_what_varies() {
          127.0.0.1:50312: connected\nreal\t0m1.803s\n31029 31027 S    step07 -w 2\n17252\n\
          Requests/sec:  90251.20\n2.814632 s 200\nContent-Length: 158\n\
          {\"agent\":\"curl/7.88.1\"}\nBooting worker with pid: 4242\n\
-         trace: [17250] reaped child 17252 (exit status: 0)\n\n",
+         trace: [17250] reaped child 17252 (exit status: 0)\n\
+         [2026-12-05 12:18:43 +0000] [31027] [INFO] Listening at: http://127.0.0.1:23456 (31027)\n\
+         [2026-12-05 12:18:47 +0000] [31027] [ERROR] Worker 31028 was serving \"GET /\" for 2.5 s\n\
+         Tracebacks of the threads of worker 31028 (1 per worker)\n\n",
         port,
     );
     let want = [
@@ -1045,6 +1108,9 @@ fn masks_hide_only_what_varies() {
         "{\"agent\":\"curl/<version>\"}",
         "Booting worker with pid: <pid>",
         "trace: [<pid>] reaped child <pid> (exit status: 0)",
+        "[<date>] [<pid>] [INFO] Listening at: http://127.0.0.1:8000 (<pid>)",
+        "[<date>] [<pid>] [ERROR] Worker <pid> was serving \"GET /\" for <n> s",
+        "Tracebacks of the threads of worker <pid> (1 per worker)",
     ];
     assert_eq!(got, want);
     let dots: Vec<String> = ["a", "...", "d"].map(String::from).to_vec();
@@ -1078,4 +1144,5 @@ page_tests! {
     chapter_5_commands_run_as_printed => "ch05-wsgi.md",
     chapter_6_commands_run_as_printed => "ch06-fork.md",
     chapter_7_commands_run_as_printed => "ch07-prefork-wsgi.md",
+    chapter_8_commands_run_as_printed => "ch08-to-minigun.md",
 }

@@ -188,6 +188,7 @@ fn run_worker(listener: &TcpListener, config: &Config) -> ! {
         log!("worker cannot configure the listener: {e}");
         sys::exit_child(1);
     }
+    // ANCHOR: worker-loop
     let fds = [listener.as_raw_fd(), wake];
     // The timeout lets us notice, within a second, a master that died without telling us.
     while sys::getppid() == master {
@@ -224,6 +225,7 @@ fn run_worker(listener: &TcpListener, config: &Config) -> ! {
             }
         }
     }
+    // ANCHOR_END: worker-loop
     app.flush_output();
     sys::exit_child(0)
 }
