@@ -421,7 +421,10 @@ fn chapter_8_names_only_what_the_tree_has() {
             }
         }
     }
-    assert!(checked > 50, "only {checked} names checked: is chapter 8 there?");
+    assert!(
+        checked > 50,
+        "only {checked} names checked: is chapter 8 there?"
+    );
     assert!(
         problems.is_empty(),
         "chapter 8 names what the tree does not have:\n{}",
