@@ -305,7 +305,7 @@ fn mask_log_times(line: &str) -> String {
     let mut out = String::new();
     let mut rest = line;
     while let Some(at) = rest.find('[') {
-        let candidate = rest[at..].as_bytes();
+        let candidate = &rest.as_bytes()[at..];
         let fits = candidate.len() >= shape.len()
             && shape.bytes().zip(candidate).all(|(want, &got)| match want {
                 b'd' => got.is_ascii_digit(),
