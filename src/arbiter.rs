@@ -472,6 +472,7 @@ impl Arbiter {
         }
     }
 
+    // ANCHOR: spawn-slot
     /// Forks one worker into `slot`.
     fn spawn_worker(&mut self) {
         let Some(slot) = (0..MAX_SLOTS).find(|s| !self.workers.values().any(|w| w.slot == *s))
@@ -484,6 +485,7 @@ impl Arbiter {
         self.state(slot).store(0, Ordering::Release);
         self.board(slot).reset();
         self.boot_rss(slot).store(0, Ordering::Release);
+        // ANCHOR_END: spawn-slot
         let jitter = if self.settings.max_requests_jitter > 0 {
             self.next_random() % (self.settings.max_requests_jitter + 1)
         } else {
@@ -494,11 +496,13 @@ impl Arbiter {
         } else {
             0
         };
+        // ANCHOR: spawn-mask
         let ppid = sys::getpid();
         // Signals stay blocked across the fork: in the child they wait, pending, until the
         // worker has its own self-pipe and handlers (see `worker::run`); run in between, our
         // handler would write into the arbiter's pipe, inherited by the child.
         let mask = sys::block_all_signals();
+        // ANCHOR_END: spawn-mask
         let age = self.next_age + 1;
         self.call_hook("pre_fork", |py, h| {
             PyTuple::new(
@@ -530,6 +534,7 @@ impl Arbiter {
         } else {
             sys::fork()
         };
+        // ANCHOR: spawn-fork
         if !matches!(forked, Ok(Fork::Child)) {
             sys::restore_signals(&mask);
         }
@@ -556,6 +561,7 @@ impl Arbiter {
             Err(e) => crate::error!("Cannot fork a worker: {e}"),
         }
     }
+    // ANCHOR_END: spawn-fork
 
     /// The body of a freshly forked worker.
     fn run_worker(
@@ -595,6 +601,7 @@ impl Arbiter {
         x
     }
 
+    // ANCHOR: reap-workers
     /// Collects exited workers. Returns an exit status when the arbiter must halt.
     fn reap_workers(&mut self) -> Option<i32> {
         loop {
@@ -645,7 +652,9 @@ impl Arbiter {
             }
         }
     }
+    // ANCHOR_END: reap-workers
 
+    // ANCHOR: murder-workers
     /// Kills workers whose heartbeat is older than `--timeout`, and says why first: which
     /// requests the worker had in the app and for how long (from its board), and the Python
     /// traceback of each of its threads (the worker's `faulthandler` writes them into the error
@@ -717,6 +726,7 @@ impl Arbiter {
             let _ = sys::kill(pid, libc::SIGKILL);
         }
     }
+    // ANCHOR_END: murder-workers
 
     /// Logs what a timed-out worker was serving, and an access-log line (500) for each request.
     fn explain_timeout(&self, pid: Pid, board: Board, now: u64) {

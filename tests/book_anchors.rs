@@ -6,6 +6,11 @@
 //! markers, when an include uses line numbers instead of an anchor, or when a relative `.md`
 //! link points at a page that is not there. mdBook itself only logs some of these and builds
 //! anyway, which is why the check lives here, in `cargo test`.
+//!
+//! Chapter 8 names minigun's modules and functions in prose and in its map, outside any
+//! include, so it gets one more check: every backticked file there exists, every backticked
+//! Rust name is defined in `src/` or a step, and every name in the map's minigun column is
+//! defined in `src/` itself.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -229,4 +234,200 @@ fn the_checker_catches_what_it_claims_to() {
     // Only relative .md links count.
     let links = md_links_in("[a](ch01.md#x) [b](https://e.org/x.md) [c](pic.svg)");
     assert_eq!(links, vec![(1, "ch01.md".to_string())]);
+}
+
+/// The names a Rust source tree defines: functions, types, traits, constants, modules (by
+/// file name too), and the fields and enum variants declared one per line. Coarse on purpose:
+/// it answers "does this tree have something called that", which is what a reader who
+/// searches for a name the book gives needs.
+fn defined_names(dir: &Path, names: &mut std::collections::BTreeSet<String>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                names.insert(name.to_string());
+            }
+            defined_names(&path, names);
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        if let Some(stem) = path.file_stem().and_then(|n| n.to_str()) {
+            names.insert(stem.to_string());
+        }
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let ident = |s: &str| -> String {
+            s.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        };
+        for line in text.lines() {
+            let line = line.trim_start();
+            let line = line
+                .strip_prefix("pub(crate) ")
+                .or_else(|| line.strip_prefix("pub(super) "))
+                .or_else(|| line.strip_prefix("pub "))
+                .unwrap_or(line);
+            let mut words = line.split_whitespace();
+            let first = words.next().unwrap_or_default();
+            let keyword = [
+                "fn", "struct", "enum", "trait", "type", "const", "static", "mod",
+            ];
+            if keyword.contains(&first) {
+                let name = ident(words.next().unwrap_or_default());
+                if !name.is_empty() {
+                    names.insert(name);
+                }
+                continue;
+            }
+            // A field (`name: Type,`) or a variant (`Name,`, `Name(..)`, `Name {`).
+            let name = ident(line);
+            let after = line[name.len()..].trim_start();
+            if !name.is_empty()
+                && (after.starts_with(':') && !after.starts_with("::")
+                    || after == ","
+                    || after.starts_with('(')
+                    || after == "{")
+            {
+                names.insert(name);
+            }
+        }
+    }
+}
+
+/// Names chapter 8 writes in backticks that are not items (or files) of ours.
+const NOT_OURS: &[&str] = &[
+    // The standard library's, C's and CPython's.
+    "Copy",
+    "String",
+    "TcpStream",
+    "TcpListener",
+    "epoll_wait",
+    "waitpid",
+    "PyDict_Copy",
+    // Python's and gunicorn's: hook names as gunicorn spells them, and its files.
+    "BytesIO",
+    "faulthandler",
+    "on_starting",
+    "pre_fork",
+    "post_fork",
+    "pre_request",
+    "worker_abort",
+    "arbiter.py",
+    // HTTP's words and the reader's tools.
+    "Date",
+    "Server",
+    "Cookie",
+    "Host",
+    "https",
+    "chunked",
+    "wrk",
+];
+
+/// The backticked spans of a page's prose and tables (code blocks and includes left out),
+/// each with its line number and whether it stands in the middle column of a table row.
+fn backticked(text: &str) -> Vec<(usize, String, bool)> {
+    let mut found = Vec::new();
+    let mut in_fence = false;
+    for (number, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if in_fence || line.contains("{{#") {
+            continue;
+        }
+        // In `| step | minigun | adds |`, the second cell names minigun's side.
+        let cells: Vec<&str> = line.split('|').collect();
+        let minigun_cell = (line.starts_with('|') && cells.len() >= 4).then(|| cells[2]);
+        let mut rest = line;
+        while let Some(start) = rest.find('`') {
+            let after = &rest[start + 1..];
+            let Some(end) = after.find('`') else { break };
+            let span = &after[..end];
+            let in_cell = minigun_cell.is_some_and(|cell| cell.contains(&format!("`{span}`")));
+            found.push((number + 1, span.to_string(), in_cell));
+            rest = &after[end + 1..];
+        }
+    }
+    found
+}
+
+#[test]
+fn chapter_8_names_only_what_the_tree_has() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = book_src().join("ch08-to-minigun.md");
+    let text = fs::read_to_string(&page).expect("chapter 8 is there");
+    let mut in_src = std::collections::BTreeSet::new();
+    defined_names(&root.join("src"), &mut in_src);
+    let mut in_steps = std::collections::BTreeSet::new();
+    if let Ok(steps) = fs::read_dir(root.join("steps")) {
+        for step in steps.flatten() {
+            defined_names(&step.path().join("src"), &mut in_steps);
+        }
+    }
+    let is_ident = |s: &str| {
+        !s.is_empty()
+            && s.split("::").all(|part| {
+                part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+    };
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (line, span, minigun_side) in backticked(&text) {
+        let at = format!("ch08-to-minigun.md:{line}");
+        // A file: `src/arbiter.rs`, `worker/serve.rs` (under src/), `tests/apps/slow.py`.
+        let is_file = [".rs", ".py"].iter().any(|ext| span.ends_with(ext)) && !span.contains(' ');
+        if is_file && !span.contains('*') && !NOT_OURS.contains(&span.as_str()) {
+            checked += 1;
+            let from_root = ["src/", "tests/", "steps/", "examples/", "book/"]
+                .iter()
+                .any(|top| span.starts_with(top));
+            let path = if from_root {
+                root.join(&span)
+            } else {
+                root.join("src").join(&span)
+            };
+            if !path.is_file() {
+                problems.push(format!("{at}: `{span}` names a file that is not there"));
+            }
+            continue;
+        }
+        // A Rust name or path: `reap_workers`, `Phase::Proxy`, `sys::stop_listening`.
+        // ALL_CAPS names are constants, flags' environment variables and C's, left alone.
+        let shouty = span
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !is_ident(&span) || shouty {
+            continue;
+        }
+        checked += 1;
+        for part in span.split("::") {
+            let ours = in_src.contains(part);
+            let known = ours || in_steps.contains(part) || NOT_OURS.contains(&part);
+            if minigun_side && !ours {
+                problems.push(format!(
+                    "{at}: `{span}` is on minigun's side of the map, but src/ has no `{part}`"
+                ));
+            } else if !known {
+                problems.push(format!(
+                    "{at}: `{span}`: neither src/ nor a step defines `{part}`"
+                ));
+            }
+        }
+    }
+    assert!(
+        checked > 50,
+        "only {checked} names checked: is chapter 8 there?"
+    );
+    assert!(
+        problems.is_empty(),
+        "chapter 8 names what the tree does not have:\n{}",
+        problems.join("\n")
+    );
 }

@@ -6,11 +6,19 @@
 //! `\` continues on the next line, which starts with `> `), and the lines after it, up to the
 //! next command, are its output. Blocks tagged ```` ```console,terminal1 ```` start a server:
 //! the reader runs them in a first terminal and leaves them running, so here the last command
-//! of such a block runs in a shell of its own, and the test goes on once the server has
-//! printed the lines the block shows (its `Listening on` line first of all). A
-//! `console,terminal1` block with no command is what that first terminal shows by then. Every
-//! other console block runs, in order, in one second shell that lives for the whole page, so
-//! `cd`, variables and background jobs carry over as they do for the reader.
+//! of such a block is typed without waiting for its end, and the test goes on once the server
+//! has printed the lines the block shows (its `Listening on` line first of all). The next
+//! `console,terminal1` block with commands first presses Ctrl+C (SIGINT to every process the
+//! server command started, as a terminal sends it to its foreground job) and then types into
+//! the same shell, so a `cd` or `export` of an earlier block is still in force, as it is for
+//! the reader. A `console,terminal1` block with no command is what that first terminal shows
+//! by then. Every other console block runs, in order, in one second shell that lives for the
+//! whole page, so `cd`, variables and background jobs carry over there too.
+//!
+//! A reader goes on to the next chapter with the same two terminals, so each page's shells
+//! start where the pages before it left them: before the first block, each shell silently
+//! replays the `cd`, `source`, `export` and `mkdir` commands that the earlier pages typed into
+//! that terminal.
 //!
 //! `book/README.md` is the authors' side of this: the block format, the free port that
 //! replaces the book's 8000, and the masks for what must vary from run to run (ports, pids,
@@ -35,6 +43,9 @@ const BOOK_PORT: &str = "8000";
 /// How long one command may take. `cargo` may have to build a step first.
 const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 const CARGO_LIMIT: Duration = Duration::from_secs(600);
+
+/// How long a server may take to stop after Ctrl+C (then, as long again after SIGKILL).
+const INTERRUPT_LIMIT: Duration = Duration::from_secs(35);
 
 /// How long `ps` and `ss`, which show a state that settles a moment later, are re-run until
 /// their output matches the book.
@@ -287,6 +298,55 @@ fn mask_bracketed_numbers(line: &str) -> String {
     out
 }
 
+/// `[2026-12-05 12:18:43 +0000]`, the time at the start of a line of minigun's error log
+/// (gunicorn's format), becomes `[<date>]`.
+fn mask_log_times(line: &str) -> String {
+    let shape = "[dddd-dd-dd dd:dd:dd +dddd]";
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find('[') {
+        let candidate = &rest.as_bytes()[at..];
+        let fits = candidate.len() >= shape.len()
+            && shape.bytes().zip(candidate).all(|(want, &got)| match want {
+                b'd' => got.is_ascii_digit(),
+                b'+' => got == b'+' || got == b'-',
+                _ => want == got,
+            });
+        out.push_str(&rest[..at]);
+        if fits {
+            out.push_str("[<date>]");
+            rest = &rest[at + shape.len()..];
+        } else {
+            out.push('[');
+            rest = &rest[at + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `(31027)`, a pid alone in parentheses (minigun's `Listening at: ... (31027)`), becomes
+/// `(<pid>)`.
+fn mask_parenthesised_numbers(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find('(') {
+        out.push_str(&rest[..=at]);
+        let after = &rest[at + 1..];
+        let len = after
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(after.len());
+        if len > 0 && after[len..].starts_with(')') {
+            out.push_str("<pid>");
+            rest = &after[len..];
+        } else {
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A decimal number, alone or with a unit (`2.81`, `8.60MB`, `0m1.803s`): a timing or a rate.
 fn is_measurement(token: &str) -> bool {
     let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
@@ -317,12 +377,21 @@ fn is_measurement(token: &str) -> bool {
 fn mask(line: &str) -> String {
     let digits = |c: char| c.is_ascii_digit();
     let version = |c: char| c.is_ascii_digit() || c == '.';
-    let mut line = mask_after(line, "127.0.0.1:", digits, "<port>");
-    for marker in ["pid: ", "pid:", "pid=", "reaped child "] {
+    let mut line = mask_log_times(line);
+    line = mask_after(&line, "127.0.0.1:", digits, "<port>");
+    for marker in [
+        "pid: ",
+        "pid:",
+        "pid=",
+        "reaped child ",
+        "Worker ",
+        "worker ",
+    ] {
         line = mask_after(&line, marker, digits, "<pid>");
     }
     line = mask_after(&line, "curl/", version, "<version>");
     line = mask_bracketed_numbers(&line);
+    line = mask_parenthesised_numbers(&line);
     let mut tokens: Vec<String> = line.split_whitespace().map(str::to_string).collect();
     let number = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
     // A `ps` row: PID and PPID, then the state.
@@ -423,6 +492,9 @@ struct Terminal {
     screen: Arc<Screen>,
     /// Numbers the end-of-command markers.
     count: usize,
+    /// A command typed without waiting for its end (a server): its number, and where its
+    /// output began.
+    running: Option<(usize, usize)>,
 }
 
 impl Terminal {
@@ -485,6 +557,56 @@ impl Terminal {
             stdin,
             screen,
             count: 0,
+            running: None,
+        }
+    }
+
+    /// Types `command` and leaves it running, as a reader leaves a server; returns where its
+    /// output begins.
+    fn start(&mut self, command: &str) -> usize {
+        let from = self.mark();
+        let n = self.type_command(command);
+        self.running = Some((n, from));
+        from
+    }
+
+    /// Ctrl+C: SIGINT to every process of the shell's group but the shell itself (what a
+    /// terminal sends to its foreground job), then waits for the running command to end, so
+    /// the shell, with its working directory and variables, takes the next commands. A
+    /// command still running after the wait is killed.
+    fn interrupt(&mut self) -> Result<(), String> {
+        let Some((n, from)) = self.running.take() else {
+            return Ok(());
+        };
+        let marker = format!("\u{1e}done {n} ");
+        for (signal, limit) in [
+            (libc::SIGINT, INTERRUPT_LIMIT),
+            (libc::SIGKILL, INTERRUPT_LIMIT),
+        ] {
+            for pid in group_members(self.pid()) {
+                // SAFETY: kill(2) reads no memory; `pid` is in the process group of the
+                // shell we started and have not reaped, so it is one of the processes that
+                // shell started, not a stranger's.
+                unsafe { libc::kill(pid, signal) };
+            }
+            if self.wait_for(from, limit, |t| t.contains(&marker)).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(format!(
+            "the server in terminal 1 did not stop on Ctrl+C (SIGINT), nor on SIGKILL: {}",
+            self.since(from)
+        ))
+    }
+
+    /// Runs `commands` with their output thrown away, to bring a new shell to the state the
+    /// earlier pages left the reader's terminal in.
+    fn replay(&mut self, commands: &[String]) {
+        for command in commands {
+            let quiet = format!("{{ {command}\n}} >/dev/null 2>&1");
+            if let Err(got) = self.run(&quiet, COMMAND_LIMIT) {
+                panic!("replaying `{command}` from an earlier page did not finish: {got}");
+            }
         }
     }
 
@@ -569,6 +691,35 @@ impl Drop for Terminal {
     }
 }
 
+/// The processes in process group `pgid`, except its leader (the shell).
+fn group_members(pgid: i32) -> Vec<i32> {
+    let mut members = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return members;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // /proc/PID/stat: `pid (comm) state ppid pgrp ...`; comm may hold spaces and parens.
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue; // gone meanwhile
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let pgrp = stat[close + 1..].split_whitespace().nth(2);
+        if pid != pgid && pgrp.and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            members.push(pid);
+        }
+    }
+    members
+}
+
 // -- running a page ---------------------------------------------------------------------------
 
 /// Ports handed out by this process, so two pages never share one.
@@ -637,9 +788,13 @@ fn tools_ready(page: &str) -> bool {
 struct Session {
     page: String,
     port: String,
-    /// The first terminal and where its server command began in its output.
+    /// The first terminal and where its server command began in its output (0 before the
+    /// first server).
     first: Option<(Terminal, usize)>,
     second: Option<Terminal>,
+    /// What each terminal replays when it opens: the state the earlier pages left it in.
+    replay_first: Vec<String>,
+    replay_second: Vec<String>,
 }
 
 impl Session {
@@ -664,11 +819,23 @@ impl Session {
         comparable(&lines.join("\n"), "\u{0}")
     }
 
-    /// A `terminal1` block: a fresh first terminal (the reader's Ctrl+C stopped the last
-    /// server), its set-up commands, then the server, up to the lines the block shows.
+    /// A `terminal1` block: Ctrl+C for the last server in the first terminal (the same
+    /// shell, so it is where the last block left it), the block's set-up commands, then the
+    /// server, up to the lines the block shows.
     fn start_server(&mut self, block: &Block) -> Result<(), String> {
-        self.first = None;
-        let mut terminal = Terminal::open();
+        let mut terminal = match self.first.take() {
+            Some((mut terminal, _)) => {
+                terminal
+                    .interrupt()
+                    .map_err(|why| format!("{}: {why}", block.at))?;
+                terminal
+            }
+            None => {
+                let mut terminal = Terminal::open();
+                terminal.replay(&self.replay_first);
+                terminal
+            }
+        };
         let (server, setup) = block.commands.split_last().expect("the block has commands");
         for cmd in setup {
             let command = replace_number(&cmd.text, BOOK_PORT, &self.port);
@@ -687,19 +854,19 @@ impl Session {
                 block.at
             ));
         }
+        // A step says `Listening on ...`; minigun logs gunicorn's `... [INFO] Listening at: ...`.
         if !server
             .expected
             .iter()
-            .any(|l| l.starts_with("Listening on "))
+            .any(|l| l.starts_with("Listening on ") || l.contains("] Listening at: "))
         {
             return Err(format!(
-                "{}: show the server's `Listening on` line",
+                "{}: show the server's `Listening on` (or minigun's `Listening at:`) line",
                 block.at
             ));
         }
         let command = replace_number(&server.text, BOOK_PORT, &self.port);
-        let start = terminal.mark();
-        terminal.type_command(&command);
+        let start = terminal.start(&command);
         let mut expected = self.expected(&server.expected);
         expected.push("...".into());
         let port = self.port.clone();
@@ -740,7 +907,12 @@ impl Session {
         let settles = matches!(cmd.text.split_whitespace().next(), Some("ps" | "ss"));
         let deadline = Instant::now() + SETTLE_LIMIT;
         loop {
-            let terminal = self.second.get_or_insert_with(Terminal::open);
+            if self.second.is_none() {
+                let mut terminal = Terminal::open();
+                terminal.replay(&self.replay_second);
+                self.second = Some(terminal);
+            }
+            let terminal = self.second.as_mut().expect("opened above");
             let out = terminal
                 .run(&command, limit_for(&command))
                 .map_err(|got| format!("{at}: `{}` did not finish in time: {got}", cmd.text))?;
@@ -789,6 +961,41 @@ fn check_terminal_prose(blocks: &[Block]) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a command changes what the shell carries to the next one (its working directory,
+/// its variables) or makes a folder a later `cd` needs; such commands are replayed.
+fn changes_shell_state(command: &str) -> bool {
+    matches!(
+        command.split_whitespace().next(),
+        Some("cd" | "source" | "." | "export" | "unset" | "deactivate" | "mkdir")
+    )
+}
+
+/// The commands of the pages before `page`, in reading order, that changed the state of the
+/// first terminal (its set-up commands, never a server) and of the second.
+fn left_by_earlier_pages(page: &str) -> (Vec<String>, Vec<String>) {
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for earlier in summary_pages() {
+        if earlier == page {
+            break;
+        }
+        let path = repo().join("book/src").join(&earlier);
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{earlier}: {e}"));
+        for block in console_blocks(&earlier, &expand_includes(&path, &text)) {
+            let (commands, into) = match block.commands.split_last() {
+                Some((_server, setup)) if block.terminal1 => (setup, &mut first),
+                _ => (&block.commands[..], &mut second),
+            };
+            into.extend(
+                commands
+                    .iter()
+                    .filter(|c| changes_shell_state(&c.text))
+                    .map(|c| c.text.clone()),
+            );
+        }
+    }
+    (first, second)
+}
+
 /// Runs every console block of `book/src/<page>` in order.
 fn run_page(page: &str) {
     let path = repo().join("book/src").join(page);
@@ -800,11 +1007,14 @@ fn run_page(page: &str) {
     if blocks.is_empty() || !tools_ready(page) {
         return;
     }
+    let (replay_first, replay_second) = left_by_earlier_pages(page);
     let mut session = Session {
         page: page.to_string(),
         port: free_port(),
         first: None,
         second: None,
+        replay_first,
+        replay_second,
     };
     let started = Instant::now();
     for block in &blocks {
@@ -853,6 +1063,7 @@ const TESTED: &[&str] = &[
     "ch05-wsgi.md",
     "ch06-fork.md",
     "ch07-prefork-wsgi.md",
+    "ch08-to-minigun.md",
 ];
 
 #[test]
@@ -878,7 +1089,10 @@ fn masks_hide_only_what_varies() {
          127.0.0.1:50312: connected\nreal\t0m1.803s\n31029 31027 S    step07 -w 2\n17252\n\
          Requests/sec:  90251.20\n2.814632 s 200\nContent-Length: 158\n\
          {\"agent\":\"curl/7.88.1\"}\nBooting worker with pid: 4242\n\
-         trace: [17250] reaped child 17252 (exit status: 0)\n\n",
+         trace: [17250] reaped child 17252 (exit status: 0)\n\
+         [2026-12-05 12:18:43 +0000] [31027] [INFO] Listening at: http://127.0.0.1:23456 (31027)\n\
+         [2026-12-05 12:18:47 +0000] [31027] [ERROR] Worker 31028 was serving \"GET /\" for 2.5 s\n\
+         Tracebacks of the threads of worker 31028 (1 per worker)\n\n",
         port,
     );
     let want = [
@@ -894,6 +1108,9 @@ fn masks_hide_only_what_varies() {
         "{\"agent\":\"curl/<version>\"}",
         "Booting worker with pid: <pid>",
         "trace: [<pid>] reaped child <pid> (exit status: 0)",
+        "[<date>] [<pid>] [INFO] Listening at: http://127.0.0.1:8000 (<pid>)",
+        "[<date>] [<pid>] [ERROR] Worker <pid> was serving \"GET /\" for <n> s",
+        "Tracebacks of the threads of worker <pid> (1 per worker)",
     ];
     assert_eq!(got, want);
     let dots: Vec<String> = ["a", "...", "d"].map(String::from).to_vec();
@@ -927,4 +1144,5 @@ page_tests! {
     chapter_5_commands_run_as_printed => "ch05-wsgi.md",
     chapter_6_commands_run_as_printed => "ch06-fork.md",
     chapter_7_commands_run_as_printed => "ch07-prefork-wsgi.md",
+    chapter_8_commands_run_as_printed => "ch08-to-minigun.md",
 }

@@ -148,6 +148,7 @@ impl Worker<'_> {
         }
     }
 
+    // ANCHOR: accept
     /// Accepts what is waiting on listener `idx`.
     fn accept(&self, idx: usize, thread: usize, cache: &mut ThreadCache) {
         let Some(&lfd) = self.listeners.get(idx) else {
@@ -218,6 +219,7 @@ impl Worker<'_> {
             self.serve_conn(held, thread, cache);
         }
     }
+    // ANCHOR_END: accept
 
     /// EMFILE and friends: the connection stays queued in the kernel. Stop watching the
     /// listeners for a moment instead of spinning on them, as mini-redis backs off its accept
@@ -289,6 +291,7 @@ impl Worker<'_> {
         }
     }
 
+    // ANCHOR: drive
     /// Serves requests on `conn` until it must wait for bytes, has had its turn, or closes.
     fn drive(&self, conn: &mut Conn, thread: usize, cache: &mut ThreadCache) -> Next {
         let mut served = 0;
@@ -326,6 +329,7 @@ impl Worker<'_> {
             }
         }
     }
+    // ANCHOR_END: drive
 
     /// Calls the app for the complete request in `conn`; returns whether the connection may
     /// carry another request.

@@ -87,6 +87,7 @@ impl Templates {
         let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
         let mut dicts = Vec::new();
         for addr in listeners {
+            // ANCHOR: environ-template
             let d = PyDict::new(py);
             d.set_item("wsgi.version", (1, 0))?;
             d.set_item("wsgi.url_scheme", "http")?;
@@ -125,6 +126,7 @@ impl Templates {
             }
             d.set_item("wsgi.input", py.None())?;
             dicts.push(d.unbind());
+            // ANCHOR_END: environ-template
         }
         Ok(Templates {
             dicts,
@@ -160,6 +162,7 @@ pub struct Client<'a> {
     pub strings: &'a mut Option<(Py<PyString>, Py<PyString>)>,
 }
 
+// ANCHOR: environ-build
 /// Builds the environ for one request, all but `wsgi.input`.
 pub fn build<'py>(
     py: Python<'py>,
@@ -170,6 +173,7 @@ pub fn build<'py>(
     head: &Head,
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = templates.dicts[client.listener].bind(py).copy()?;
+    // ANCHOR_END: environ-build
     env.set_item(
         intern!(py, "REQUEST_METHOD"),
         method(py, head.method.of(buf)),
@@ -243,6 +247,7 @@ pub fn build<'py>(
         }
     }
 
+    // ANCHOR: environ-headers
     let mut secure = false;
     for (index, h) in head.headers.iter().enumerate() {
         let name = h.name.of(buf);
@@ -296,6 +301,7 @@ pub fn build<'py>(
     }
     Ok(env)
 }
+// ANCHOR_END: environ-headers
 
 /// gunicorn's default `secure_scheme_headers`.
 fn is_secure_scheme_header(name: &[u8], value: &[u8]) -> bool {

@@ -9,7 +9,8 @@
 //! - All threads share one interpreter, and the GIL lets only one of them run Python at a
 //!   time. Step 06 gives each connection a process of its own; step 07 a fixed set of them.
 //! - The body is read whole before the app runs, and the app's answer is buffered whole and
-//!   sent with Content-Length. minigun streams both ways (`wsgi/` input, `http/response.rs`).
+//!   sent with Content-Length. minigun streams responses (`wsgi/response.rs`) and keeps a
+//!   large body in a temporary file, not in memory (`conn.rs`, `wsgi/input.rs`).
 //! - Shutdown: Ctrl+C kills the process mid-request. Step 07 stops gracefully.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -35,7 +36,7 @@ step05-wsgi: serve a Python WSGI app from step 04's pool of threads, which share
 interpreter. Connections beyond --worker-connections get 503 instead of waiting.
 
 Usage: step05-wsgi [-b HOST:PORT] [-t SECS] [--threads N] [--worker-connections N]
-                   [--keep-alive SECS] MODULE:APP
+                   [--keep-alive SECS] [--trace] MODULE:APP
 
 Arguments:
   MODULE:APP                the WSGI callable to serve, e.g. hello:app, imported from the
@@ -49,7 +50,7 @@ Options:
       --keep-alive SECS     how long an idle connection may wait for its next request
                             (default 2)
       --trace               narrate each accept, queue, read, parse and answer on stderr
-  -h, --help            print this help and exit
+  -h, --help                print this help and exit
 ";
 
 /// Settings taken from the command line.
@@ -295,13 +296,17 @@ fn start_workers(config: &Config, app: &Arc<wsgi::App>) -> io::Result<Arc<Queue>
             .name(format!("worker-{i}"))
             .spawn(move || loop {
                 let stream = queue.pop();
-                let (peer, fd) = (stream.peer_addr(), stream.as_raw_fd());
+                let fd = stream.as_raw_fd();
+                // For an error line; a client that has already reset has no address left.
+                let peer = stream
+                    .peer_addr()
+                    .map_or("a client that left".into(), |a| a.to_string());
                 let me = thread::current();
                 let name = me.name().unwrap_or("?");
                 trace!("fd {fd}: picked up by thread {name}");
                 // A failing client ends only its own connection, never the thread.
                 if let Err(e) = handle_connection(stream, &config, &app) {
-                    eprintln!("{peer:?}: {e}");
+                    eprintln!("{peer}: {e}");
                 }
                 queue.done();
                 trace!("fd {fd}: closed; thread {name} is free");

@@ -9,7 +9,8 @@
 //! - A fork per connection pays for a new process every time, and nothing bounds how many
 //!   run at once. Step 07 forks a fixed set of workers once, up front.
 //! - The body is read whole before the app runs, and the app's answer is buffered whole and
-//!   sent with Content-Length. minigun streams both ways (`wsgi/` input, `http/response.rs`).
+//!   sent with Content-Length. minigun streams responses (`wsgi/response.rs`) and keeps a
+//!   large body in a temporary file, not in memory (`conn.rs`, `wsgi/input.rs`).
 //! - Shutdown: Ctrl+C reaches every process in the terminal's group and kills them
 //!   mid-request. Step 07 stops gracefully.
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "\
 step06-fork: serve a Python WSGI app, forking one child process per connection.
 
-Usage: step06-fork [-b HOST:PORT] [-t SECS] [--keep-alive SECS] MODULE:APP
+Usage: step06-fork [-b HOST:PORT] [-t SECS] [--keep-alive SECS] [--trace] MODULE:APP
 
 Arguments:
   MODULE:APP                the WSGI callable to serve, e.g. hello:app, imported from the
@@ -44,7 +45,7 @@ Options:
       --keep-alive SECS     how long an idle connection may wait for its next request
                             (default 2)
       --trace               narrate each accept, fork, read, answer and reap on stderr
-  -h, --help            print this help and exit
+  -h, --help                print this help and exit
 ";
 
 /// Settings taken from the command line.

@@ -101,7 +101,9 @@ impl Arbiter {
             }
         }
     }
+    // ANCHOR_END: manage-workers
 
+    // ANCHOR: spawn-worker
     /// Forks one worker. In the child this never returns: the worker's life is `run_worker`.
     fn spawn_worker(&mut self) -> io::Result<()> {
         match sys::fork()? {
@@ -110,7 +112,7 @@ impl Arbiter {
         }
         Ok(())
     }
-    // ANCHOR_END: manage-workers
+    // ANCHOR_END: spawn-worker
 
     // ANCHOR: reap-workers
     /// Collects exited workers; `manage_workers` replaces them on the next pass. A worker

@@ -8,12 +8,13 @@
 //!
 //! Left out on purpose:
 //! - A worker serves one request per connection, one connection at a time (gunicorn's sync
-//!   worker). minigun's `worker.rs` keeps idle keep-alive connections in an epoll set and
+//!   worker). minigun's `worker/` keeps idle keep-alive connections in an epoll set and
 //!   serves them from several threads.
 //! - No heartbeat: a worker stuck in the app forever is never replaced, and there is no
 //!   reload (HUP) or worker count change (TTIN/TTOU). minigun's `arbiter.rs` has all three.
 //! - The body is read whole before the app runs, and the app's answer is buffered whole and
-//!   sent with Content-Length. minigun streams both ways (`wsgi/` input, `http/response.rs`).
+//!   sent with Content-Length. minigun streams responses (`wsgi/response.rs`) and keeps a
+//!   large body in a temporary file, not in memory (`conn.rs`, `wsgi/input.rs`).
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 #[macro_use]
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "\
 step07-prefork-wsgi: serve a Python WSGI app from a master and N pre-forked workers.
 
-Usage: step07-prefork-wsgi [-b HOST:PORT] [-w N] [-t SECS] MODULE:APP
+Usage: step07-prefork-wsgi [-b HOST:PORT] [-w N] [-t SECS] [--trace] MODULE:APP
 
 Arguments:
   MODULE:APP                the WSGI callable to serve, e.g. hello:app, imported from the
@@ -45,7 +46,7 @@ Options:
   -t, --timeout SECS        time a client has to send a whole request (default 30)
   -w, --workers N           worker processes to keep running (default 1)
       --trace               narrate forks, signals, accepts, reads and answers on stderr
-  -h, --help            print this help and exit
+  -h, --help                print this help and exit
 ";
 
 /// Settings taken from the command line.
@@ -187,6 +188,7 @@ fn run_worker(listener: &TcpListener, config: &Config) -> ! {
         log!("worker cannot configure the listener: {e}");
         sys::exit_child(1);
     }
+    // ANCHOR: worker-loop
     let fds = [listener.as_raw_fd(), wake];
     // The timeout lets us notice, within a second, a master that died without telling us.
     while sys::getppid() == master {
@@ -223,6 +225,7 @@ fn run_worker(listener: &TcpListener, config: &Config) -> ! {
             }
         }
     }
+    // ANCHOR_END: worker-loop
     app.flush_output();
     sys::exit_child(0)
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 const USAGE: &str = "\
 step01-echo: a TCP echo server that serves one client at a time.
 
-Usage: step01-echo [-b HOST:PORT]
+Usage: step01-echo [-b HOST:PORT] [--shout] [--trace]
 
 Options:
   -b, --bind HOST:PORT  address to listen on (default 127.0.0.1:8000; port 0 picks a free one)

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const USAGE: &str = "\
 step02-hello-http: an HTTP server that answers every request with one fixed page.
 
-Usage: step02-hello-http [-b HOST:PORT]
+Usage: step02-hello-http [-b HOST:PORT] [--trace]
 
 Options:
   -b, --bind HOST:PORT  address to listen on (default 127.0.0.1:8000; port 0 picks a free one)

@@ -31,7 +31,6 @@ macro_rules! trace {
         }
     };
 }
-// ANCHOR_END: trace
 
 /// Formats one trace line and writes it in one piece (the part of `trace!` that runs only
 /// when tracing is on).
@@ -39,3 +38,4 @@ pub fn write_line(args: std::fmt::Arguments) {
     let line = format!("trace: {args}\n");
     let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
 }
+// ANCHOR_END: trace

@@ -34,7 +34,7 @@ const USAGE: &str = "\
 step03-parser: an HTTP server that parses each request and describes it back.
 Garbage gets 400 and a client too slow to send its request gets 408.
 
-Usage: step03-parser [-b HOST:PORT] [-t SECONDS]
+Usage: step03-parser [-b HOST:PORT] [-t SECS] [--trace]
 
 Options:
   -b, --bind HOST:PORT  address to listen on (default 127.0.0.1:8000; port 0 picks a free one)

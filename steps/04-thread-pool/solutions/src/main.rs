@@ -41,7 +41,7 @@ step04-thread-pool: step 03's parsing server, run by a pool of threads with keep
 Connections beyond --worker-connections get 503 instead of waiting.
 
 Usage: step04-thread-pool [-b HOST:PORT] [-t SECS] [--threads N] [--worker-connections N]
-                          [--keep-alive SECS]
+                          [--keep-alive SECS] [--max-requests N] [--trace]
 
 Options:
   -b, --bind HOST:PORT      address to listen on (default 127.0.0.1:8000; port 0 picks one)
@@ -54,7 +54,7 @@ Options:
       --max-requests N      requests served on one connection before it is closed
                             (default 0: no limit; exercise 2)
       --trace               narrate each accept, queue, read, parse and answer on stderr
-  -h, --help            print this help and exit
+  -h, --help                print this help and exit
 ";
 
 /// Settings taken from the command line.
@@ -276,7 +276,11 @@ fn start_workers(config: &Config) -> io::Result<Arc<Queue>> {
             .name(format!("worker-{i}"))
             .spawn(move || loop {
                 let stream = queue.pop();
-                let (peer, fd) = (stream.peer_addr(), stream.as_raw_fd());
+                let fd = stream.as_raw_fd();
+                // For an error line; a client that has already reset has no address left.
+                let peer = stream
+                    .peer_addr()
+                    .map_or("a client that left".into(), |a| a.to_string());
                 let me = thread::current();
                 let name = me.name().unwrap_or("?");
                 trace!("fd {fd}: picked up by thread {name}");
@@ -287,8 +291,8 @@ fn start_workers(config: &Config) -> io::Result<Arc<Queue>> {
                     panic::catch_unwind(AssertUnwindSafe(|| handle_connection(stream, &config)));
                 match served {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => eprintln!("{peer:?}: {e}"),
-                    Err(_) => eprintln!("{peer:?}: a panic while serving; the thread goes on"),
+                    Ok(Err(e)) => eprintln!("{peer}: {e}"),
+                    Err(_) => eprintln!("{peer}: a panic while serving; the thread goes on"),
                 }
                 queue.done();
                 trace!("fd {fd}: closed; thread {name} is free");

@@ -148,7 +148,9 @@ impl Arbiter {
             }
         }
     }
+    // ANCHOR_END: manage-workers
 
+    // ANCHOR: spawn-worker
     /// Forks one worker. In the child this never returns: the worker's life is `run_worker`.
     fn spawn_worker(&mut self) -> io::Result<()> {
         let heartbeat = heartbeat_file()?;
@@ -162,6 +164,7 @@ impl Arbiter {
         }
         Ok(())
     }
+    // ANCHOR_END: spawn-worker
 
     // ANCHOR: murder-workers
     /// Exercise 1: kills every worker whose heartbeat is older than `--timeout`, the way
@@ -180,7 +183,6 @@ impl Arbiter {
         }
     }
     // ANCHOR_END: murder-workers
-    // ANCHOR_END: manage-workers
 
     // ANCHOR: reap-workers
     /// Collects exited workers; `manage_workers` replaces them on the next pass. A worker

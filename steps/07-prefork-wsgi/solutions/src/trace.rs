@@ -33,13 +33,13 @@ macro_rules! trace {
         }
     };
 }
-// ANCHOR_END: trace
 
 /// Formats one trace line and writes it in one piece (the part of `trace!` that runs only
 /// when tracing is on).
 pub fn write_line(args: std::fmt::Arguments) {
     write_whole(format_args!("trace: [{}] {args}", std::process::id()));
 }
+// ANCHOR_END: trace
 
 // ANCHOR: log
 /// `eprintln!` for a program of several processes: the line is formatted first and written
