@@ -116,8 +116,12 @@ pub struct Clock {
 impl Clock {
     /// A request of this thread enters the app.
     pub fn start(self) {
-        self.slot
-            .store(sys::monotonic_ms().max(1), Ordering::Relaxed);
+        self.start_at(sys::monotonic_ms());
+    }
+
+    /// A request of this thread entered the app at `now` (ms, monotonic), read by the caller.
+    pub fn start_at(self, now: u64) {
+        self.slot.store(now.max(1), Ordering::Relaxed);
     }
 
     /// The request is out of the app.

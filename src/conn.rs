@@ -382,8 +382,10 @@ impl Conn {
     fn charge_buffer(&mut self) -> bool {
         let wanted = self.buf.capacity().saturating_sub(HEAD_SOLO);
         if wanted <= self.charged {
-            HEAD_BYTES.fetch_sub(self.charged - wanted, Ordering::AcqRel);
-            self.charged = wanted;
+            if wanted < self.charged {
+                HEAD_BYTES.fetch_sub(self.charged - wanted, Ordering::AcqRel);
+                self.charged = wanted;
+            }
             return true;
         }
         let more = wanted - self.charged;

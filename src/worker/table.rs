@@ -76,6 +76,9 @@ pub struct Held {
 pub struct Table {
     slab: Mutex<Slab>,
     ready: Mutex<VecDeque<u64>>,
+    /// Tokens on the ready queue: the event loop looks at it after every wait, and most of
+    /// the time it is empty, which this says without the lock.
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 impl Table {
@@ -193,25 +196,26 @@ impl Table {
 
     /// Puts a parked connection's token on the ready queue.
     pub fn push_ready(&self, token: u64) {
-        self.ready
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back(token);
+        let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        ready.push_back(token);
+        self.queued
+            .store(ready.len(), std::sync::atomic::Ordering::Release);
     }
 
     /// True when some parked connection has work waiting.
     pub fn has_ready(&self) -> bool {
-        !self
-            .ready
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
+        self.queued.load(std::sync::atomic::Ordering::Acquire) > 0
     }
 
     /// Takes the tokens queued so far; the ones queued while they are served wait for the next
     /// round, after the next look at the sockets.
     pub fn take_ready(&self) -> VecDeque<u64> {
-        std::mem::take(&mut *self.ready.lock().unwrap_or_else(PoisonError::into_inner))
+        if !self.has_ready() {
+            return VecDeque::new();
+        }
+        let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        self.queued.store(0, std::sync::atomic::Ordering::Release);
+        std::mem::take(&mut *ready)
     }
 }
 

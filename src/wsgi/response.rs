@@ -625,33 +625,38 @@ impl StartResponse {
         let py = slf.py();
         let this = slf.get();
         let exc_info = exc_info.filter(|e| !e.is_none());
-        let (started, headers_sent) = this.with(py, |w| Ok((w.started, w.headers_sent)))?;
-        if let Some(info) = exc_info {
-            if headers_sent {
-                // PEP 3333: too late to change the status; re-raise the app's error.
+        // Checking runs Python code (a header list may be any iterable): outside the lease,
+        // which is then taken once to look at the state and install the head.
+        let head = ResponseHead::parse(status, headers, this.keep_headers);
+        head.and_then(|head| {
+            this.with(py, |w| {
+                if exc_info.is_none() && w.started {
+                    return Err(PyRuntimeError::new_err(
+                        "start_response() called a second time without exc_info",
+                    ));
+                }
+                if w.headers_sent {
+                    // With exc_info: PEP 3333 says re-raise the app's error (below, outside the
+                    // lease); without: too late to change the status.
+                    return Err(PyRuntimeError::new_err(
+                        "start_response() called after the response head was sent",
+                    ));
+                }
+                w.start(head);
+                Ok(())
+            })
+        })
+        .or_else(|e| match exc_info {
+            Some(info) if this.with(py, |w| Ok(w.headers_sent)).unwrap_or(false) => {
                 let value = info.get_item(1)?;
                 let tb = info.get_item(2)?;
                 let err = PyErr::from_value(value.clone());
                 if !tb.is_none() {
                     let _ = value.call_method1("with_traceback", (tb,));
                 }
-                return Err(err);
+                Err(err)
             }
-        } else if started {
-            return Err(PyRuntimeError::new_err(
-                "start_response() called a second time without exc_info",
-            ));
-        }
-        // Checking runs Python code (a header list may be any iterable): outside the lease.
-        let head = ResponseHead::parse(status, headers, this.keep_headers)?;
-        this.with(py, |w| {
-            if w.headers_sent {
-                return Err(PyRuntimeError::new_err(
-                    "start_response() called after the response head was sent",
-                ));
-            }
-            w.start(head);
-            Ok(())
+            _ => Err(e),
         })?;
         slf.getattr(pyo3::intern!(py, "write"))
     }
