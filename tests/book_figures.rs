@@ -397,3 +397,47 @@ fn the_json_reader_reads_what_python_writes() {
     );
     assert!(parse("{\"a\": }").is_err());
 }
+
+/// The figures of one section of a page: every "N req/s" and "N MiB" between `heading` and the
+/// next heading.
+fn section_figures(page: &str, heading: &str) -> Vec<String> {
+    let start = page
+        .find(heading)
+        .unwrap_or_else(|| panic!("no section {heading:?}"));
+    let body = &page[start + heading.len()..];
+    let body = &body[..body.find("\n#").unwrap_or(body.len())];
+    let words: Vec<&str> = body.split_whitespace().collect();
+    let mut out = Vec::new();
+    for pair in words.windows(2) {
+        let unit = pair[1].trim_end_matches([',', '.', ';', ')']);
+        let number = pair[0].trim_start_matches('(');
+        let numeric = !number.is_empty()
+            && number
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b',' || b == b'.')
+            && number.bytes().any(|b| b.is_ascii_digit());
+        if numeric && (unit == "req/s" || unit == "MiB") {
+            out.push(format!("{number} {unit}"));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_deployment_appendix_quotes_the_committed_benchmark() {
+    // Appendix D sizes workers and threads from bench/RESULTS.md; a figure there that the
+    // results no longer contain is a figure from an older run.
+    let page = fs::read_to_string(book().join("src/appendix-d-deployment.md")).expect("appendix D");
+    let results = fs::read_to_string(book().join("../bench/RESULTS.md")).expect("bench/RESULTS.md");
+    let figures = section_figures(&page, "## Sizing workers and threads");
+    assert!(figures.len() >= 5, "too few figures found: {figures:?}");
+    for figure in figures {
+        let number = figure.split(' ').next().expect("a number");
+        let cell = format!("| {number} |");
+        assert!(
+            results.contains(&cell) || results.contains(&figure),
+            "appendix D quotes {figure}, which bench/RESULTS.md does not contain: \
+             take the figures from the latest run"
+        );
+    }
+}
