@@ -37,7 +37,7 @@ use crate::wsgi::interpreter::{self, APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 
 /// Worker slots in the shared heartbeat page: the most workers that can exist at once,
 /// counting old ones still finishing after a reload.
-const MAX_SLOTS: usize = 1024;
+const MAX_SLOTS: usize = 2 * crate::config::MAX_WORKERS;
 
 /// What the arbiter knows of one worker.
 struct WorkerInfo {
@@ -283,7 +283,7 @@ pub fn run(settings: Settings) -> i32 {
     let rss_limit = RssLimit::new(settings.max_worker_rss);
 
     let desired = settings.workers;
-    let access = AccessFormat::from_settings(&settings);
+    let access = settings.access_format();
     let backlog_metric = settings.enable_backlog_metric;
     let mut arbiter = Arbiter {
         settings,
@@ -326,7 +326,7 @@ fn start_master_python(settings: &Settings) -> Result<Hooks, i32> {
     Python::attach(|py| {
         interpreter::prepare(py, settings)
             .map_err(|e| interpreter::format_traceback(py, &e))
-            .and_then(|()| Hooks::load(py, settings))
+            .and_then(|()| Hooks::load(py, settings, sys::getpid()))
     })
     .map_err(|msg| {
         crate::error!("Cannot run the config file:\n{}", msg.trim_end());
@@ -345,7 +345,7 @@ fn check_config(settings: &Settings) -> i32 {
     let checked = Python::attach(|py| {
         interpreter::prepare(py, settings)
             .map_err(|e| interpreter::format_traceback(py, &e))
-            .and_then(|()| Hooks::load(py, settings))
+            .and_then(|()| Hooks::load(py, settings, sys::getpid()))
             .and_then(|_| crate::wsgi::import_app(py, settings))
             .map(drop)
     });
@@ -1000,12 +1000,12 @@ impl Arbiter {
                 let workers = new.workers;
                 self.settings = new;
                 // What the master itself does with the settings follows them too.
-                self.access = AccessFormat::from_settings(&self.settings);
+                self.access = self.settings.access_format();
                 self.rss_limit = RssLimit::new(self.settings.max_worker_rss);
                 // The config file runs again where it ran before: here, when the master has
                 // an interpreter (new hooks, new effects); else in each new worker.
                 if self.hooks.is_some() {
-                    match Python::attach(|py| Hooks::load(py, &self.settings)) {
+                    match Python::attach(|py| Hooks::load(py, &self.settings, sys::getpid())) {
                         Ok(h) => self.hooks = Some(h),
                         Err(msg) => crate::error!(
                             "Cannot run the config file again; keeping its hooks:\n{}",
@@ -1022,7 +1022,7 @@ impl Arbiter {
 
     /// TTIN: one worker more.
     fn handle_ttin(&mut self) {
-        if self.desired + 1 < MAX_SLOTS / 2 {
+        if self.desired < crate::config::MAX_WORKERS {
             self.set_desired(self.desired + 1);
         }
     }

@@ -210,6 +210,10 @@ where
     }
 }
 
+/// The most workers a master runs. A reload keeps the old generation finishing beside the new
+/// one, so the arbiter has room for twice as many (its heartbeat slots).
+pub const MAX_WORKERS: usize = 512;
+
 /// The longest time a duration setting may name: a year. Durations are kept in milliseconds,
 /// so an unbounded number of seconds would overflow; nobody means more than this.
 pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
@@ -323,6 +327,11 @@ pub static SETTINGS: &[Setting] = &[
         metavar: Some("INT"),
         apply: |s, v| {
             s.workers = parse_num(v, 1, "a whole number of at least 1")?;
+            if s.workers > MAX_WORKERS {
+                return Err(format!(
+                    "invalid value '{v}' (expected a whole number from 1 to {MAX_WORKERS})"
+                ));
+            }
             Ok(())
         },
         doc: "Number of worker processes. [1]",
@@ -776,12 +785,22 @@ fn check_bind(v: &str) -> Result<(), String> {
         };
     }
     if let Some(n) = v.strip_prefix("fd://") {
-        return n
-            .parse::<i32>()
-            .map(drop)
-            .map_err(|_| format!("invalid value '{v}' (fd:// needs a descriptor number)"));
+        return match n.parse::<i32>() {
+            Ok(fd) if fd >= 0 => Ok(()),
+            _ => Err(format!(
+                "invalid value '{v}' (fd:// needs a descriptor number)"
+            )),
+        };
     }
     crate::net::parse_tcp(v).map(drop)
+}
+
+/// Settings a config file may give as a list, each element one value, replacing the default.
+fn list_setting(name: &str) -> bool {
+    matches!(
+        name,
+        "bind" | "raw_env" | "pythonpath" | "reload_extra_files"
+    )
 }
 
 /// Finds the table entry for a flag such as `--workers` or `-w`.
@@ -795,6 +814,17 @@ pub fn by_name(name: &str) -> Option<&'static Setting> {
 }
 
 impl Settings {
+    /// The access-log format these settings ask for, or `None` when there is no access log
+    /// (no `--access-logfile`, as in gunicorn).
+    pub fn access_format(&self) -> Option<crate::log::AccessFormat> {
+        self.accesslog.as_ref()?;
+        Some(if self.access_log_json {
+            crate::log::AccessFormat::json(&self.request_id_header)
+        } else {
+            crate::log::AccessFormat::compile(&self.access_log_format)
+        })
+    }
+
     /// Applies one setting by its table entry, naming it in the error.
     pub fn apply(
         &mut self,
@@ -860,10 +890,7 @@ impl Settings {
                     if setting.name == "config" {
                         continue;
                     }
-                    if matches!(
-                        setting.name,
-                        "bind" | "raw_env" | "pythonpath" | "reload_extra_files"
-                    ) {
+                    if list_setting(setting.name) {
                         // List settings: the config file's value replaces the default.
                         match setting.name {
                             "bind" => {
@@ -874,6 +901,23 @@ impl Settings {
                             "reload_extra_files" => self.reload_extra_files.clear(),
                             _ => self.pythonpath.clear(),
                         }
+                    }
+                    // A Python list arrives as several values. gunicorn takes one for its
+                    // list settings (above) and for the comma-separated address lists, and
+                    // refuses it anywhere else ("Not a string"): keeping only the last element
+                    // would silently drop the rest.
+                    let comma_list =
+                        matches!(setting.name, "forwarded_allow_ips" | "proxy_allow_ips");
+                    let values = if comma_list && values.len() > 1 {
+                        vec![values.join(",")]
+                    } else {
+                        values
+                    };
+                    if values.len() > 1 && !list_setting(setting.name) {
+                        return Err(ConfigError(format!(
+                            "{source}{}: a list is not a valid value (one value expected)",
+                            setting.name
+                        )));
                     }
                     for value in &values {
                         self.apply(setting, value, &source)?;
@@ -1003,6 +1047,13 @@ impl Settings {
             return Err(ConfigError(
                 "the following arguments are required: MODULE:APP".to_owned(),
             ));
+        }
+        // The same address twice would bind twice and fail, or (fd://N) serve one socket as
+        // two listeners, and close it twice on the way out.
+        for (i, b) in self.bind.iter().enumerate() {
+            if self.bind[..i].contains(b) {
+                return Err(ConfigError(format!("--bind: '{b}' is given twice")));
+            }
         }
         if self.reload && self.preload_app {
             // New workers of a preloaded app fork from the master's copy of the old code.
@@ -1140,8 +1191,11 @@ try:
         if k in HOOKS:
             if not callable(v):
                 raise ValueError("%s must be a function, not %s" % (k, type(v).__name__))
-            if not arity_ok(v, HOOKS[k]):
-                raise ValueError("%s must take %d argument(s)" % (k, HOOKS[k]))
+            # gunicorn also takes post_request(worker, req) and (worker, req, environ).
+            counts = (2, 3, 4) if k == "post_request" else (HOOKS[k],)
+            if not any(arity_ok(v, n) for n in counts):
+                raise ValueError("%s must take %s argument(s)"
+                                 % (k, " or ".join(str(n) for n in counts)))
             hooks.append(k)
             continue
         if callable(v):

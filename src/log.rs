@@ -12,8 +12,9 @@
 //! the bytes a client chose (path, headers) are escaped so that one request is one line and,
 //! in JSON, the line always parses.
 //!
-//! With `--statsd-host`, every warning, error and critical line is also counted (see
-//! [`crate::statsd`]), as gunicorn's statsD logger counts them.
+//! With `--statsd-host`, every warning, error and critical line is also counted: the metrics
+//! module registers itself with [`count_lines_with`] (this module calls no other, so anything
+//! may log), and counts them as gunicorn's statsD logger does.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -80,6 +81,15 @@ static SINKS: Sinks = Sinks {
     access_fd: AtomicI32::new(-1),
 };
 
+/// Who counts the warning, error and critical lines (`crate::statsd`), once metrics are on.
+static LINE_COUNTER: OnceLock<fn(Level, bool)> = OnceLock::new();
+
+/// Has `count` called for every warning, error and critical line from now on, with its level
+/// and whether it reports an exception. Set once, before the first fork.
+pub fn count_lines_with(count: fn(Level, bool)) {
+    let _ = LINE_COUNTER.set(count);
+}
+
 /// Where the logs go, as configured.
 static TARGETS: OnceLock<(Option<String>, Option<String>)> = OnceLock::new();
 
@@ -91,7 +101,18 @@ pub fn configure(
     access_log: Option<&str>,
 ) -> io::Result<()> {
     SINKS.level.store(level as u8, Ordering::Relaxed);
-    let _ = TARGETS.set((error_log.map(str::to_owned), access_log.map(str::to_owned)));
+    // Kept absolute: USR1 reopens them after `--chdir` has moved the process elsewhere, and
+    // must reopen the files the paths named when minigun started.
+    let absolute = |path: &str| -> String {
+        if path == "-" || path.starts_with('/') {
+            return path.to_owned();
+        }
+        match std::env::current_dir() {
+            Ok(dir) => dir.join(path).to_string_lossy().into_owned(),
+            Err(_) => path.to_owned(),
+        }
+    };
+    let _ = TARGETS.set((error_log.map(absolute), access_log.map(absolute)));
     if let Some(path) = error_log {
         let fd = if path == "-" { 2 } else { open_append(path)? };
         SINKS.error_fd.store(fd, Ordering::Relaxed);
@@ -159,7 +180,9 @@ fn emit(level: Level, exception: bool, args: std::fmt::Arguments<'_>) {
     // Counted before the level filter: gunicorn's statsD logger counts the lines it is asked
     // to write, shown or not.
     if level >= Level::Warning {
-        crate::statsd::log_line(level, exception);
+        if let Some(count) = LINE_COUNTER.get() {
+            count(level, exception);
+        }
     }
     if !enabled(level) {
         return;
@@ -319,17 +342,6 @@ impl AccessEntry<'_> {
 }
 
 impl AccessFormat {
-    /// The format the settings ask for, or `None` when there is no access log (no
-    /// `--access-logfile`, as in gunicorn).
-    pub fn from_settings(settings: &crate::config::Settings) -> Option<AccessFormat> {
-        settings.accesslog.as_ref()?;
-        Some(if settings.access_log_json {
-            AccessFormat::json(&settings.request_id_header)
-        } else {
-            AccessFormat::compile(&settings.access_log_format)
-        })
-    }
-
     /// The JSON shape, with the request id taken from `request_id_header`.
     pub fn json(request_id_header: &str) -> AccessFormat {
         AccessFormat {

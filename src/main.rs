@@ -15,7 +15,8 @@ fn main() -> ExitCode {
         }
         Ok(minigun::cli::Command::Run(settings)) => {
             let code = minigun::arbiter::run(*settings);
-            ExitCode::from(code.clamp(0, 255) as u8)
+            // As a shell sees exit(2): the low byte, so sys.exit(-1) in a hook is 255.
+            ExitCode::from((code & 0xff) as u8)
         }
         Err(e) => {
             // argparse's shape, as gunicorn prints it: one line naming the problem, status 2.

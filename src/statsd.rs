@@ -185,6 +185,7 @@ pub fn configure(address: Option<&Address>, prefix: &str) {
         sink,
         prefix: normalize_prefix(prefix),
     });
+    crate::log::count_lines_with(log_line);
 }
 
 fn open(address: &Address) -> std::io::Result<Sink> {
@@ -325,7 +326,7 @@ pub fn request(status: u16, elapsed: Duration) {
 /// level lets the line itself be written, as gunicorn's `Statsd.warning` counts after calling
 /// the logger. `exception` counts `gunicorn.log.exception` instead of `.error`: gunicorn's
 /// `Logger.exception` logs at ERROR level but is counted apart.
-pub fn log_line(level: Level, exception: bool) {
+fn log_line(level: Level, exception: bool) {
     let Some(client) = CLIENT.get() else {
         return;
     };

@@ -179,6 +179,39 @@ pub fn primary_gid(uid: u32) -> Option<u32> {
     NonNull::new(pw).map(|pw| unsafe { pw.as_ref().pw_gid })
 }
 
+/// The real and effective user and group ids, and the supplementary groups (none readable
+/// counts as none).
+pub struct Ids {
+    /// Real user id.
+    pub uid: u32,
+    /// Effective user id.
+    pub euid: u32,
+    /// Real group id.
+    pub gid: u32,
+    /// Effective group id.
+    pub egid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// This process's [`Ids`].
+pub fn ids() -> Ids {
+    let mut groups = vec![0 as libc::gid_t; 256];
+    // SAFETY: the pointer and length describe `groups`; getgroups(2) writes at most that many.
+    let n = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
+    groups.truncate(usize::try_from(n).unwrap_or(0));
+    // SAFETY: the get*id(2) calls cannot fail and read no memory of ours.
+    unsafe {
+        Ids {
+            uid: libc::getuid(),
+            euid: libc::geteuid(),
+            gid: libc::getgid(),
+            egid: libc::getegid(),
+            groups,
+        }
+    }
+}
+
 /// The effective user id.
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid(2) cannot fail.

@@ -116,6 +116,14 @@ fn a_bad_value_exits_2_with_one_line_naming_the_flag_and_value() {
             "99999999999",
         ),
         (&["--keep-alive", "31536001"], "--keep-alive", "31536001"),
+        // A reload runs two generations side by side; the arbiter has room for so many.
+        (&["-w", "100000"], "-w", "100000"),
+        (&["-b", "fd://-1"], "--bind", "fd://-1"),
+        (
+            &["-b", "127.0.0.1:0", "-b", "fd://3", "-b", "fd://3"],
+            "--bind",
+            "fd://3",
+        ),
         (
             &["--limit-request-field_size", "100000000"],
             "--limit-request-field_size",
@@ -483,4 +491,47 @@ fn loads_application_by_default_and_calls_factories() {
 
     let server = Server::start(&["--chdir", "tests/apps", "factory:create_app('hi there')"]);
     assert_eq!(http_get(server.port(), "/").text(), "hi there\n");
+}
+
+#[test]
+fn a_config_file_list_is_taken_where_gunicorn_takes_one_and_refused_elsewhere() {
+    // forwarded_allow_ips may be a list in gunicorn.conf.py; a list for a one-value setting is
+    // a mistake that must stop the start with one line naming it, not be half-applied.
+    let dir = TempDir::new("config-lists");
+    let config = dir.path().join("minigun.conf.py");
+    let config_arg = config.to_str().expect("utf-8 temp path");
+    std::fs::write(
+        &config,
+        "forwarded_allow_ips = ['10.0.0.1', '10.0.0.2']\nproxy_allow_ips = ('10.0.0.3',)\n",
+    )
+    .expect("write config");
+    let (code, stdout, stderr) = run_to_exit(&[
+        "-c",
+        config_arg,
+        "--print-config",
+        "--chdir",
+        "examples",
+        "hello:app",
+    ]);
+    assert_eq!(code, Some(0), "{stderr:?}");
+    let line = |name: &str| {
+        stdout
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {stdout:#?}"))
+    };
+    let forwarded = line("forwarded_allow_ips");
+    assert!(
+        forwarded.contains("10.0.0.1") && forwarded.contains("10.0.0.2"),
+        "{forwarded}"
+    );
+    assert!(line("proxy_allow_ips").contains("10.0.0.3"));
+
+    std::fs::write(&config, "workers = [2, 3]\n").expect("write config");
+    let (code, _, stderr) = run_to_exit(&["-c", config_arg, "--chdir", "examples", "hello:app"]);
+    assert_eq!(code, Some(2), "{stderr:?}");
+    let lines = non_empty(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr:#?}");
+    assert!(lines[0].contains("workers"), "{}", lines[0]);
 }

@@ -470,3 +470,72 @@ fn pre_exec_runs_before_usr2_starts_the_new_master() {
     server.wait_for_line("Child exists", WAIT);
     assert_eq!(server.count_lines("HOOK pre_exec"), 1);
 }
+
+#[test]
+fn post_request_with_two_or_three_arguments_is_called_as_gunicorn_calls_it() {
+    // gunicorn accepts post_request(worker, req) and post_request(worker, req, environ) as
+    // well as the four-argument form, and calls each with what it takes.
+    let dir = TempDir::new("hooks-post-request-arity");
+    for (args, line) in [
+        ("worker, req", "HOOK post_request/2 /two"),
+        ("worker, req, environ", "HOOK post_request/3 /three GET"),
+    ] {
+        let log = if args.ends_with("environ") {
+            "worker.log.info('HOOK post_request/3 %s %s', req.path, environ['REQUEST_METHOD'])"
+        } else {
+            "worker.log.info('HOOK post_request/2 %s', req.path)"
+        };
+        let conf = write(
+            dir.path(),
+            "conf.py",
+            &format!("def post_request({args}):\n    {log}\n"),
+        );
+        let server = Server::start(&["-c", &conf, "--chdir", "tests/apps", "hooked:app"]);
+        let path = if args.ends_with("environ") {
+            "/three"
+        } else {
+            "/two"
+        };
+        assert_eq!(http_get(server.port(), path).status, 200);
+        server.wait_for_line(line, WAIT);
+    }
+}
+
+#[test]
+fn hooks_run_in_a_worker_see_the_masters_pid_as_server_pid() {
+    // gunicorn's `server` is the arbiter: server.pid is the master's, in every hook.
+    let dir = TempDir::new("hooks-server-pid");
+    let conf = write(
+        dir.path(),
+        "conf.py",
+        "def post_fork(server, worker):\n    \
+             server.log.info('HOOK server.pid=%s worker.ppid=%s', server.pid, worker.ppid)\n",
+    );
+    let server = Server::start(&["-c", &conf, "--chdir", "tests/apps", "hooked:app"]);
+    let master = server.master_pid();
+    server.wait_for_line(
+        &format!("HOOK server.pid={master} worker.ppid={master}"),
+        WAIT,
+    );
+}
+
+#[test]
+fn sys_exit_in_a_master_hook_ends_the_server_with_pythons_exit_status() {
+    // As in gunicorn, where SystemExit leaves the arbiter: sys.exit() is success, sys.exit(n)
+    // is status n (modulo 256, as the shell sees it).
+    let dir = TempDir::new("hooks-sys-exit");
+    for (call, status) in [("sys.exit()", 0), ("sys.exit(3)", 3), ("sys.exit(-1)", 255)] {
+        let conf = write(
+            dir.path(),
+            "conf.py",
+            &format!("import sys\ndef when_ready(server):\n    {call}\n"),
+        );
+        let server = Server::build(&["-c", &conf, "--chdir", "tests/apps", "hooked:app"]).spawn();
+        assert_eq!(
+            server.wait_exit(WAIT).code(),
+            Some(status),
+            "{call}: {:?}",
+            server.stderr_lines()
+        );
+    }
+}

@@ -336,3 +336,52 @@ fn usr1_reopens_the_access_and_error_logs_after_rotation() {
         "assert all(r['query'] == 'after' for r in rows), rows",
     );
 }
+
+#[test]
+fn usr1_reopens_a_relative_log_path_where_it_was_first_opened_despite_chdir() {
+    // `--access-logfile access.log` names a file in the directory minigun was started in;
+    // `--chdir` must not make USR1's reopen write a second file somewhere else.
+    let dir = TempDir::new("rotate-relative");
+    let apps = common::repo_root().join("tests/apps");
+    let server = Server::build(&[
+        "--access-logfile",
+        "access.log",
+        "--chdir",
+        apps.to_str().expect("utf-8 path"),
+        "metrics:app",
+    ])
+    .current_dir(dir.path())
+    .start();
+    let access = dir.path().join("access.log");
+    let port = server.port();
+    send_raw(
+        port,
+        b"GET /?before HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let logged = common::poll(WAIT, || {
+        std::fs::read_to_string(&access).is_ok_and(|t| t.contains("before"))
+    });
+    assert!(logged, "the first request is not in {}", access.display());
+    std::fs::rename(&access, dir.path().join("access.log.1")).expect("rotate access.log");
+    server.signal(libc::SIGUSR1);
+    let mut sent = 0;
+    let reopened = common::poll(WAIT, || {
+        sent += 1;
+        send_raw(
+            port,
+            b"GET /?after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        std::fs::read_to_string(&access).is_ok_and(|t| t.contains("after"))
+    });
+    let stray = apps.join("access.log");
+    let stray_exists = stray.exists();
+    let _ = std::fs::remove_file(&stray);
+    assert!(
+        !stray_exists,
+        "USR1 reopened the log under --chdir's directory"
+    );
+    assert!(
+        reopened,
+        "no request reached the new access.log after {sent} tries"
+    );
+}

@@ -261,3 +261,43 @@ fn user_and_group_drop_the_workers_privileges_when_started_as_root() {
         "the master must stay root to bind, reload and signal"
     );
 }
+
+#[test]
+fn user_and_group_naming_the_current_ids_need_no_privilege() {
+    // A config file shared between hosts says `user = "app"`, and on this host minigun already
+    // runs as app: gunicorn changes nothing then, and so must we. Without the privilege to
+    // change ids (not root, or root without CAP_SETUID/CAP_SETGID as in a container started
+    // with --cap-drop ALL), setgroups/setgid/setuid fail with EPERM and no worker boots.
+    // SAFETY: getuid(2) and getgid(2) have no preconditions and touch no memory of ours.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = (uid.to_string(), gid.to_string());
+    let mut launch = Server::build(&[
+        "--user",
+        &uid,
+        "--group",
+        &gid,
+        "--chdir",
+        "tests/apps",
+        "slow:app",
+    ]);
+    if uid == "0" {
+        if std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipping: running as root and setpriv (util-linux) is missing");
+            return;
+        }
+        launch = launch.program(&[
+            "setpriv",
+            "--bounding-set=-all",
+            "--inh-caps=-all",
+            "--",
+            common::minigun_bin(),
+        ]);
+    }
+    let server = launch.start();
+    server.wait_for_workers(1, WAIT);
+    assert_eq!(common::http_get(server.port(), "/").status, 200);
+}

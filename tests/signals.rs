@@ -450,3 +450,21 @@ fn signals_during_a_lingering_close_lose_no_answer() {
         }
     }
 }
+
+#[test]
+fn ttin_and_ttou_sent_to_every_minigun_process_do_not_stop_a_worker() {
+    // `pkill -TTIN minigun` reaches the workers too; the default action of TTIN and TTOU is to
+    // stop the process, which would leave its clients hanging. Only the master acts on them.
+    let (server, worker) = start(1, &[]);
+    for sig in [libc::SIGTTIN, libc::SIGTTOU] {
+        common::send_signal(worker, sig);
+        // misuse:app answers "/" with its 404; any answer shows the worker still serves.
+        let response = common::try_http_get(server.port(), "/")
+            .unwrap_or_else(|e| server.fail(&format!("no answer after signal {sig}: {e}")));
+        assert_eq!(response.status, 404);
+        let stat = std::fs::read_to_string(format!("/proc/{worker}/stat")).expect("stat");
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+        assert!(!state.starts_with('T'), "worker stopped: {stat}");
+    }
+    assert_eq!(server.worker_pids(), vec![worker]);
+}

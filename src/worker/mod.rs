@@ -157,10 +157,13 @@ pub fn run(setup: Setup<'_>) -> i32 {
         Signal::Hup,
         Signal::Usr1,
     ]);
-    for sig in [libc::SIGTTIN, libc::SIGTTOU, libc::SIGCHLD] {
-        let _ = sys::default_signal(sig);
+    // SIGCHLD back to its default, for the app's subprocesses. TTIN and TTOU mean something
+    // to the master only; their default action would stop a worker that gets one from
+    // `pkill -TTIN minigun`, leaving its clients hanging.
+    let _ = sys::default_signal(libc::SIGCHLD);
+    for sig in [libc::SIGTTIN, libc::SIGTTOU, libc::SIGPIPE] {
+        let _ = sys::ignore_signal(sig);
     }
-    let _ = sys::ignore_signal(libc::SIGPIPE);
     await_abort();
     sys::restore_signals(setup.signal_mask);
     let signals = match signals {
@@ -260,7 +263,7 @@ fn boot_python(setup: &Setup<'_>) -> Result<(App, Hooks), i32> {
             }
             interpreter::prepare(py, settings)
                 .map_err(|e| interpreter::format_traceback(py, &e))
-                .and_then(|()| Hooks::load(py, settings))
+                .and_then(|()| Hooks::load(py, settings, setup.ppid))
         }
     })
     .map_err(failed(interpreter::WORKER_BOOT_ERROR))?;
@@ -369,21 +372,29 @@ fn dump_tracebacks_on_sigusr2() {
 }
 
 /// Switches to `--user`/`--group`: groups first (supplementary ones included, or the worker
-/// would keep root's), then the user.
+/// would keep root's), then the user. What already holds is not changed, as gunicorn does not:
+/// a process without the privilege to switch ids (not root, or root in a container without
+/// CAP_SETUID/CAP_SETGID) starts fine when `--user`/`--group` name the ids it runs as.
 fn drop_privileges(settings: &Settings) -> Result<(), String> {
     if settings.user.is_none() && settings.group.is_none() {
         return Ok(());
     }
+    let now = sys::ids();
     let gid = settings
         .group
         .or_else(|| settings.user.and_then(sys::primary_gid));
     if let Some(gid) = gid {
-        sys::setgroups(&[gid])
-            .and_then(|()| sys::setgid(gid))
-            .map_err(|e| format!("Cannot switch to group {gid}: {e}"))?;
+        let only_gid = now.groups.iter().all(|&g| g == gid);
+        if now.gid != gid || now.egid != gid || !only_gid {
+            sys::setgroups(&[gid])
+                .and_then(|()| sys::setgid(gid))
+                .map_err(|e| format!("Cannot switch to group {gid}: {e}"))?;
+        }
     }
     if let Some(uid) = settings.user {
-        sys::setuid(uid).map_err(|e| format!("Cannot switch to user {uid}: {e}"))?;
+        if now.uid != uid || now.euid != uid {
+            sys::setuid(uid).map_err(|e| format!("Cannot switch to user {uid}: {e}"))?;
+        }
     }
     Ok(())
 }
@@ -443,7 +454,7 @@ impl<'a> Worker<'a> {
             pulse: Pulse::new(busy, setup.heartbeat, setup.busy_threads),
             next_sweep: AtomicU64::new(0),
             running: AtomicUsize::new(threads),
-            access: AccessFormat::from_settings(settings),
+            access: settings.access_format(),
             oneshot: threads > 1,
             conn_events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32
                 | if threads > 1 {

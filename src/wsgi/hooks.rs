@@ -24,13 +24,17 @@ use super::interpreter::format_traceback;
 use crate::config::Settings;
 use crate::log::Level;
 
-/// The exit status a hook asked for with `sys.exit`, or -1.
-static EXIT_REQUESTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+/// Whether a hook called `sys.exit`, and the status it asked for.
+static EXIT_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static EXIT_STATUS: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-/// The exit status a hook asked for with `sys.exit()`, if one did.
+/// The exit status a hook asked for with `sys.exit()`, if one did: Python's rules, so
+/// `sys.exit()` is 0, `sys.exit(n)` is n (the shell sees n modulo 256), anything else is 1.
 pub fn exit_requested() -> Option<i32> {
-    let code = EXIT_REQUESTED.load(std::sync::atomic::Ordering::Acquire);
-    (code >= 0).then_some(code)
+    use std::sync::atomic::Ordering;
+    EXIT_REQUESTED
+        .load(Ordering::Acquire)
+        .then(|| EXIT_STATUS.load(Ordering::Relaxed))
 }
 
 /// Writes one line from a hook's `log` into the error log.
@@ -48,7 +52,25 @@ fn log_line(level: u8, text: &str) {
 
 /// The Python side: the objects hooks receive.
 const SUPPORT: &std::ffi::CStr = cr#"
-import traceback
+import inspect, traceback
+
+def takes(fn, n):
+    """Whether fn can be called with n positional arguments."""
+    try:
+        inspect.signature(fn).bind(*range(n))
+        return True
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+
+def adapt_post_request(fn):
+    """post_request may take (worker, req), (worker, req, environ) or all four, as in gunicorn."""
+    if takes(fn, 4):
+        return fn
+    if takes(fn, 3):
+        return lambda worker, req, environ, resp: fn(worker, req, environ)
+    return lambda worker, req, environ, resp: fn(worker, req)
 
 class Log:
     """What `server.log` and `worker.log` are: gunicorn's logger methods, into minigun's log."""
@@ -150,7 +172,9 @@ pub struct Hooks {
 impl Hooks {
     /// Runs the config file (if any) in this interpreter and collects its hooks. An exception
     /// in the file is returned with its traceback.
-    pub fn load(py: Python<'_>, settings: &Settings) -> Result<Hooks, String> {
+    /// `master_pid` is what hooks see as `server.pid`: gunicorn's `server` is the arbiter,
+    /// wherever the hook runs.
+    pub fn load(py: Python<'_>, settings: &Settings, master_pid: i32) -> Result<Hooks, String> {
         let run = || -> PyResult<Hooks> {
             let support = PyDict::new(py);
             py.run(SUPPORT, Some(&support), None)?;
@@ -162,6 +186,14 @@ impl Hooks {
                 )?;
                 for (name, _) in crate::config::HOOKS {
                     if let Some(f) = ns.get_item(*name).ok().filter(|f| f.is_callable()) {
+                        let f = if *name == "post_request" {
+                            support
+                                .get_item("adapt_post_request")?
+                                .ok_or_else(missing)?
+                                .call1((f,))?
+                        } else {
+                            f
+                        };
                         fns.set_item(*name, f)?;
                     }
                 }
@@ -169,7 +201,7 @@ impl Hooks {
             let log = Self::make_log(py, &support)?;
             let cfg = Self::make_cfg(py, &support, settings)?;
             let server = support.get_item("Server")?.ok_or_else(missing)?.call1((
-                crate::sys::getpid(),
+                master_pid,
                 log,
                 cfg,
                 settings.workers,
@@ -264,14 +296,15 @@ impl Hooks {
             Err(e) if e.is_instance_of::<pyo3::exceptions::PySystemExit>(py) => {
                 // gunicorn's master leaves when a hook calls sys.exit(); so does ours (see
                 // `exit_requested`). In a worker it counts as the hook failing.
-                let code = e
-                    .value(py)
-                    .getattr("code")
-                    .ok()
-                    .and_then(|c| c.extract::<i32>().ok())
-                    .unwrap_or(1);
+                let code = e.value(py).getattr("code").ok();
+                let code = match &code {
+                    Some(c) if c.is_none() => 0,
+                    Some(c) => c.extract::<i64>().map_or(1, |n| n as i32),
+                    None => 1,
+                };
                 crate::info!("The {name} hook called sys.exit({code})");
-                EXIT_REQUESTED.store(code, std::sync::atomic::Ordering::Release);
+                EXIT_STATUS.store(code, std::sync::atomic::Ordering::Relaxed);
+                EXIT_REQUESTED.store(true, std::sync::atomic::Ordering::Release);
                 false
             }
             Err(e) => {
