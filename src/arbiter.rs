@@ -112,6 +112,20 @@ pub struct Arbiter {
     rss_limit: Option<RssLimit>,
 }
 
+/// The pid a pid file names, if a process with that pid exists (one we may not signal
+/// exists too).
+fn live_pid_in(path: &std::path::Path) -> Option<Pid> {
+    let pid: Pid = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    if pid <= 0 {
+        return None;
+    }
+    match sys::kill(pid, 0) {
+        Ok(()) => Some(pid),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Some(pid),
+        Err(_) => None,
+    }
+}
+
 /// Binds, boots the workers and supervises them until stopped. Returns the exit status.
 pub fn run(settings: Settings) -> i32 {
     let start_dir = std::env::current_dir().ok();
@@ -145,6 +159,19 @@ pub fn run(settings: Settings) -> i32 {
             return 2;
         }
     };
+    // gunicorn's check, before anything is bound: a pid file naming a live process other than
+    // us (or the old master that started us) means another minigun serves from here.
+    if let Some(path) = &settings.pidfile {
+        if let Some(pid) = live_pid_in(path) {
+            if pid != sys::getpid() && upgrade.parent != Some(pid) {
+                crate::error!(
+                    "Already running on PID {pid} (or pid file '{}' is stale)",
+                    path.display()
+                );
+                return 1;
+            }
+        }
+    }
     let passed = match handed_over {
         Some(listeners) => Ok(Some(listeners)),
         None => net::activated_listeners(),
@@ -1050,29 +1077,29 @@ impl Arbiter {
     }
 
     /// Calls hook `name` when the master has hooks, with the arguments `args` builds (the
-    /// `server` object first, for the hooks that take it).
+    /// `server` object first, for the hooks that take it). False when it raised or called
+    /// `sys.exit`.
     fn call_hook(
         &self,
         name: &str,
         args: impl for<'py> FnOnce(Python<'py>, &Hooks) -> PyResult<Bound<'py, PyTuple>>,
-    ) {
+    ) -> bool {
         let Some(h) = &self.hooks else {
-            return;
+            return true;
         };
         Python::attach(|py| {
             if !h.has(py, name) {
-                return;
+                return true;
             }
             match args(py, h) {
-                Ok(a) if a.is_empty() => {
-                    h.call(py, name, (h.server.bind(py),));
+                Ok(a) if a.is_empty() => h.call(py, name, (h.server.bind(py),)),
+                Ok(a) => h.call(py, name, a),
+                Err(e) => {
+                    crate::error!("Cannot call the {name} hook: {e}");
+                    false
                 }
-                Ok(a) => {
-                    h.call(py, name, a);
-                }
-                Err(e) => crate::error!("Cannot call the {name} hook: {e}"),
             }
-        });
+        })
     }
 
     /// TTOU: one worker less (never fewer than one).
@@ -1093,9 +1120,14 @@ impl Arbiter {
     /// USR2: a new master from the binary on disk, beside this one (see `upgrade`). The
     /// `pre_exec` hook runs first, as gunicorn calls it "just before a new master process is
     /// forked".
+    /// A `pre_exec` that raises, or calls `sys.exit`, cancels the upgrade: this master goes on
+    /// serving (gunicorn's master would die with it, and its clients with it).
     fn handle_usr2(&mut self) {
-        if self.upgrade.can_reexec() {
-            self.call_hook("pre_exec", |py, _| Ok(PyTuple::empty(py)));
+        if self.upgrade.can_reexec() && !self.call_hook("pre_exec", |py, _| Ok(PyTuple::empty(py)))
+        {
+            crate::wsgi::hooks::forget_exit_request();
+            crate::error!("Upgrade cancelled: the pre_exec hook failed");
+            return;
         }
         self.upgrade
             .reexec(&self.listeners, self.start_dir.as_deref());

@@ -65,7 +65,7 @@ pub struct Upgrade {
     /// The new master we started with USR2, until we reap it (gunicorn's `reexec_pid`).
     child: Option<Pid>,
     /// The old master that started us, until it exits (gunicorn's `master_pid`).
-    parent: Option<Pid>,
+    pub parent: Option<Pid>,
     /// The pid file this master wrote (`--pid`), and whether it is now `PIDFILE.oldbin`.
     pidfile: Option<PathBuf>,
     oldbin: bool,

@@ -535,3 +535,49 @@ fn a_config_file_list_is_taken_where_gunicorn_takes_one_and_refused_elsewhere() 
     assert_eq!(lines.len(), 1, "{stderr:#?}");
     assert!(lines[0].contains("workers"), "{}", lines[0]);
 }
+
+#[test]
+fn a_pid_file_naming_a_live_process_stops_the_start_and_a_stale_one_is_replaced() {
+    // gunicorn's check: a second `minigun --pid run/minigun.pid` started by mistake (a unit
+    // and a shell, two deploy scripts) must not bind beside the first one and take its pid
+    // file; a pid file left by a crash names no process and is simply rewritten.
+    let dir = TempDir::new("pidfile-live");
+    let pidfile = dir.path().join("minigun.pid");
+    let pid_arg = pidfile.to_str().expect("utf-8 temp path");
+    let first = Server::start(&["--pid", pid_arg, "--chdir", "examples", "hello:app"]);
+    let written = || std::fs::read_to_string(&pidfile).unwrap_or_default();
+    assert!(
+        common::poll(WAIT, || written().trim() == first.master_pid().to_string()),
+        "the first master did not write its pid file"
+    );
+    let (code, _, stderr) = run_to_exit(&[
+        "-b",
+        "127.0.0.1:0",
+        "--pid",
+        pid_arg,
+        "--chdir",
+        "examples",
+        "hello:app",
+    ]);
+    assert_eq!(code, Some(1), "{stderr:?}");
+    let refusal = format!("Already running on PID {}", first.master_pid());
+    assert!(
+        stderr.iter().any(|l| l.contains(&refusal)),
+        "{stderr:#?}"
+    );
+    assert!(!stderr.iter().any(|l| l.contains("Listening at")), "{stderr:#?}");
+    assert_eq!(written().trim(), first.master_pid().to_string());
+    drop(first);
+
+    // A pid no process has: one of ours that has been reaped.
+    let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+    let dead = child.id();
+    child.wait().expect("wait true");
+    std::fs::write(&pidfile, format!("{dead}\n")).expect("write stale pid file");
+    let second = Server::start(&["--pid", pid_arg, "--chdir", "examples", "hello:app"]);
+    assert!(
+        common::poll(WAIT, || written().trim() == second.master_pid().to_string()),
+        "a stale pid file was not replaced: {:?}",
+        written()
+    );
+}

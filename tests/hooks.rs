@@ -539,3 +539,26 @@ fn sys_exit_in_a_master_hook_ends_the_server_with_pythons_exit_status() {
         );
     }
 }
+
+#[test]
+fn a_pre_exec_hook_that_fails_cancels_the_upgrade_and_the_old_master_serves_on() {
+    // pre_exec is the deploy's last word before the new master starts: one that raises, or
+    // calls sys.exit, means "not this binary" — the upgrade is off, and the master that
+    // serves now must go on serving, not stop with its clients.
+    let dir = TempDir::new("hooks-pre-exec-fails");
+    for body in ["raise RuntimeError('not this one')", "import sys; sys.exit(1)"] {
+        let conf = write(
+            dir.path(),
+            "conf.py",
+            &format!("def pre_exec(server):\n    {body}\n"),
+        );
+        let server = Server::start(&["-c", &conf, "--chdir", "tests/apps", "hooked:app"]);
+        let worker = server.wait_for_workers(1, WAIT)[0];
+        server.signal(libc::SIGUSR2);
+        server.wait_for_line("Upgrade cancelled", WAIT);
+        assert_eq!(http_get(server.port(), "/").status, 200, "{body}");
+        assert!(server.try_exit().is_none(), "{body}: the master stopped");
+        assert_eq!(server.count_lines("Upgrading: new master"), 0, "{body}");
+        assert_eq!(server.worker_pids(), vec![worker], "{body}");
+    }
+}

@@ -37,6 +37,11 @@ pub fn exit_requested() -> Option<i32> {
         .then(|| EXIT_STATUS.load(Ordering::Relaxed))
 }
 
+/// Forgets a `sys.exit` from a hook whose failure the caller handles itself (`pre_exec`).
+pub fn forget_exit_request() {
+    EXIT_REQUESTED.store(false, std::sync::atomic::Ordering::Release);
+}
+
 /// Writes one line from a hook's `log` into the error log.
 #[pyfunction]
 fn log_line(level: u8, text: &str) {
