@@ -311,7 +311,8 @@ fn a_worker_killed_for_timeout_is_explained_in_the_logs() {
             dir.path(),
             "conf.py",
             if with_hook {
-                "def worker_abort(worker):\n    worker.log.info('HOOK worker_abort %s', worker.pid)\n"
+                "def worker_abort(worker):\n    worker.log.info('HOOK worker_abort %s', worker.pid)\n\
+                 def worker_exit(server, worker):\n    worker.log.info('HOOK worker_exit %s', worker.pid)\n"
             } else {
                 "workers = 1\n"
             },
@@ -340,6 +341,8 @@ fn a_worker_killed_for_timeout_is_explained_in_the_logs() {
         server.wait_for_stdout_line("\"GET /stuck?why=test HTTP/1.1\" 500", WAIT);
         if with_hook {
             server.wait_for_line(&format!("HOOK worker_abort {worker}"), WAIT);
+            // gunicorn runs worker_exit on every way out of a worker, this one included.
+            server.wait_for_line(&format!("HOOK worker_exit {worker}"), WAIT);
         }
         // Replaced, and serving.
         assert!(poll(WAIT, || {
@@ -561,4 +564,19 @@ fn a_pre_exec_hook_that_fails_cancels_the_upgrade_and_the_old_master_serves_on()
         assert_eq!(server.count_lines("Upgrading: new master"), 0, "{body}");
         assert_eq!(server.worker_pids(), vec![worker], "{body}");
     }
+}
+
+#[test]
+fn worker_exit_runs_when_a_worker_quits_at_once() {
+    // QUIT is the quick stop; gunicorn's worker still runs worker_int, then worker_exit.
+    let dir = TempDir::new("hooks-quit");
+    let conf = write(
+        dir.path(),
+        "conf.py",
+        "def worker_exit(server, worker):\n    worker.log.info('HOOK worker_exit %s', worker.pid)\n",
+    );
+    let server = Server::start(&["-c", &conf, "--chdir", "tests/apps", "hooked:app"]);
+    let worker = server.wait_for_workers(1, WAIT)[0];
+    common::send_signal(worker, libc::SIGQUIT);
+    server.wait_for_line(&format!("HOOK worker_exit {worker}"), WAIT);
 }

@@ -211,15 +211,7 @@ pub fn run(setup: Setup<'_>) -> i32 {
         worker.thread_loop(0);
     });
     crate::info!("Worker exiting (pid: {})", sys::getpid());
-    Python::attach(|py| {
-        if let Some(w) = &worker.hooks.worker {
-            worker.hooks.call(
-                py,
-                "worker_exit",
-                (worker.hooks.server.bind(py), w.bind(py)),
-            );
-        }
-    });
+    call_worker_exit(&worker.hooks);
     // Give the app's atexit handlers their turn, as a Python process exiting normally would.
     Python::attach(|py| {
         let _ = py.run(
@@ -312,6 +304,20 @@ fn boot_python(setup: &Setup<'_>) -> Result<(App, Hooks), i32> {
 /// The hooks the abort thread runs `worker_abort` from, once the worker has them.
 static ABORT_HOOKS: std::sync::OnceLock<Hooks> = std::sync::OnceLock::new();
 
+/// Calls `worker_exit(server, worker)`, as gunicorn does on every way out of a worker: a
+/// normal stop, QUIT, an abort after a timeout, a master that went away. Takes the GIL only
+/// when the hook is defined.
+pub(crate) fn call_worker_exit(hooks: &Hooks) {
+    if !hooks.defines("worker_exit") {
+        return;
+    }
+    Python::attach(|py| {
+        if let Some(w) = &hooks.worker {
+            hooks.call(py, "worker_exit", (hooks.server.bind(py), w.bind(py)));
+        }
+    });
+}
+
 /// Readies this worker for the arbiter's SIGABRT (its "you timed out" once `worker_abort` is
 /// defined): a thread of its own waits for it, since the serving threads may all be stuck in
 /// the app, runs the hook if the worker has got that far (taking the GIL as soon as a stuck
@@ -343,6 +349,7 @@ fn await_abort() {
                         hooks.call(py, "worker_abort", (w.bind(py),));
                     }
                 });
+                call_worker_exit(hooks);
             }
             sys::exit_now(1);
         });
@@ -543,6 +550,9 @@ impl<'a> Worker<'a> {
 
     /// Calls a hook that takes the worker alone (`worker_int`).
     fn call_worker_hook(&self, name: &str) {
+        if !self.hooks.defines(name) {
+            return;
+        }
         Python::attach(|py| {
             if let Some(w) = &self.hooks.worker {
                 self.hooks.call(py, name, (w.bind(py),));
@@ -563,6 +573,7 @@ impl<'a> Worker<'a> {
                 Signal::Quit => {
                     self.call_worker_hook("worker_int");
                     crate::info!("Worker exiting (pid: {})", sys::getpid());
+                    call_worker_exit(&self.hooks);
                     sys::exit_now(0);
                 }
                 Signal::Usr1 => crate::log::reopen(),

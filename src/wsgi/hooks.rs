@@ -164,6 +164,8 @@ class Response:
 
 /// A config file's hooks, loaded into this process's interpreter.
 pub struct Hooks {
+    /// The names of the hooks the config file defines.
+    defined: Vec<&'static str>,
     /// The hook functions by name.
     fns: Py<PyDict>,
     /// The support module's classes.
@@ -211,7 +213,13 @@ impl Hooks {
                 cfg,
                 settings.workers,
             ))?;
+            let defined = crate::config::HOOKS
+                .iter()
+                .map(|(name, _)| *name)
+                .filter(|name| fns.contains(name).unwrap_or(false))
+                .collect();
             Ok(Hooks {
+                defined,
                 fns: fns.unbind(),
                 support: support.unbind(),
                 server: server.unbind(),
@@ -255,6 +263,7 @@ impl Hooks {
     /// Another handle on the same hooks (the Python objects are shared).
     pub fn clone_ref(&self, py: Python<'_>) -> Hooks {
         Hooks {
+            defined: self.defined.clone(),
             fns: self.fns.clone_ref(py),
             support: self.support.clone_ref(py),
             server: self.server.clone_ref(py),
@@ -263,8 +272,14 @@ impl Hooks {
     }
 
     /// True when the config file defines `name`.
-    pub fn has(&self, py: Python<'_>, name: &str) -> bool {
-        self.fns.bind(py).contains(name).unwrap_or(false)
+    pub fn has(&self, _py: Python<'_>, name: &str) -> bool {
+        self.defines(name)
+    }
+
+    /// True when the config file defines `name`; needs no GIL, so a worker leaving on QUIT
+    /// does not wait for an app thread that holds it unless there is a hook to run.
+    pub fn defines(&self, name: &str) -> bool {
+        self.defined.contains(&name)
     }
 
     /// A `worker` object for a worker of spawn order `age` (pid 0 before it is forked).
