@@ -813,6 +813,36 @@ pub fn by_name(name: &str) -> Option<&'static Setting> {
     SETTINGS.iter().find(|s| s.name == name)
 }
 
+/// A setting's value as `--print-config` prints it and `server.cfg` holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Not set (Python's `None`).
+    None,
+    /// A flag.
+    Bool(bool),
+    /// A count, size or number of seconds.
+    Int(u64),
+    /// A file mode (`umask`), printed in octal.
+    Mode(u32),
+    /// Text: a path, an address, a format.
+    Text(String),
+    /// A repeatable setting.
+    List(Vec<String>),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::None => f.write_str("None"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(n) => write!(f, "{n}"),
+            Value::Mode(m) => write!(f, "{m:#o}"),
+            Value::Text(t) => f.write_str(t),
+            Value::List(l) => write!(f, "{l:?}"),
+        }
+    }
+}
+
 impl Settings {
     /// The access-log format these settings ask for, or `None` when there is no access log
     /// (no `--access-logfile`, as in gunicorn).
@@ -959,42 +989,53 @@ impl Settings {
     /// The settings as `--print-config` shows them: one `name = value` line each, under the
     /// config-file names, aligned as gunicorn aligns them.
     pub fn describe(&self) -> String {
-        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "None".to_owned());
+        let rows = self.values();
+        let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        rows.iter()
+            .map(|(n, v)| format!("{n:width$} = {v}\n"))
+            .collect()
+    }
+
+    /// Every setting by its config-file name, typed: what `--print-config` prints and what
+    /// hooks read as `server.cfg`.
+    pub fn values(&self) -> Vec<(&'static str, Value)> {
+        use Value::{Bool, Int, List, Mode, Text};
+        let opt = |v: &Option<String>| v.clone().map_or(Value::None, Text);
         let path = |v: &Option<PathBuf>| {
             v.as_ref()
-                .map_or_else(|| "None".to_owned(), |p| p.display().to_string())
+                .map_or(Value::None, |p| Text(p.display().to_string()))
         };
-        let list = |v: &[String]| format!("{v:?}");
-        let id = |v: Option<u32>| v.map_or_else(|| "None".to_owned(), |n| n.to_string());
-        let rows: Vec<(&str, String)> = vec![
+        let list = |v: &[String]| List(v.to_vec());
+        let id = |v: Option<u32>| v.map_or(Value::None, |n| Int(u64::from(n)));
+        vec![
             ("config", path(&self.config)),
             ("wsgi_app", opt(&self.app)),
             ("bind", list(&self.bind)),
-            ("workers", self.workers.to_string()),
-            ("threads", self.threads.to_string()),
-            ("timeout", self.timeout.to_string()),
-            ("graceful_timeout", self.graceful_timeout.to_string()),
-            ("keepalive", self.keepalive.to_string()),
-            ("backlog", self.backlog.to_string()),
-            ("worker_connections", self.worker_connections.to_string()),
-            ("max_requests", self.max_requests.to_string()),
-            ("max_requests_jitter", self.max_requests_jitter.to_string()),
-            ("limit_request_line", self.limit_request_line.to_string()),
+            ("workers", Int(self.workers as u64)),
+            ("threads", Int(self.threads as u64)),
+            ("timeout", Int(self.timeout)),
+            ("graceful_timeout", Int(self.graceful_timeout)),
+            ("keepalive", Int(self.keepalive)),
+            ("backlog", Int(u64::try_from(self.backlog).unwrap_or(0))),
+            ("worker_connections", Int(self.worker_connections as u64)),
+            ("max_requests", Int(self.max_requests as u64)),
+            ("max_requests_jitter", Int(self.max_requests_jitter)),
+            ("limit_request_line", Int(self.limit_request_line as u64)),
             (
                 "limit_request_fields",
-                self.limit_request_fields.to_string(),
+                Int(self.limit_request_fields as u64),
             ),
             (
                 "limit_request_field_size",
-                self.limit_request_field_size.to_string(),
+                Int(self.limit_request_field_size as u64),
             ),
-            ("limit_request_body", self.limit_request_body.to_string()),
+            ("limit_request_body", Int(self.limit_request_body)),
             ("accesslog", opt(&self.accesslog)),
-            ("access_log_format", self.access_log_format.clone()),
-            ("errorlog", self.errorlog.clone()),
+            ("access_log_format", Text(self.access_log_format.clone())),
+            ("errorlog", Text(self.errorlog.clone())),
             (
                 "loglevel",
-                format!("{:?}", self.loglevel).to_ascii_lowercase(),
+                Text(format!("{:?}", self.loglevel).to_ascii_lowercase()),
             ),
             ("chdir", path(&self.chdir)),
             ("pythonpath", list(&self.pythonpath)),
@@ -1008,16 +1049,16 @@ impl Settings {
                         .collect::<Vec<_>>(),
                 ),
             ),
-            ("preload_app", self.preload_app.to_string()),
+            ("preload_app", Bool(self.preload_app)),
             ("pidfile", path(&self.pidfile)),
             ("forwarded_allow_ips", list(&self.forwarded_allow_ips)),
-            ("proxy_protocol", self.proxy_protocol.to_string()),
-            ("proxy_allow_ips", self.proxy_allow_ips.to_string()),
+            ("proxy_protocol", Text(self.proxy_protocol.to_string())),
+            ("proxy_allow_ips", Text(self.proxy_allow_ips.to_string())),
             ("user", id(self.user)),
             ("group", id(self.group)),
-            ("umask", format!("{:#o}", self.umask)),
-            ("max_worker_rss", self.max_worker_rss.to_string()),
-            ("reload", self.reload.to_string()),
+            ("umask", Mode(self.umask)),
+            ("max_worker_rss", Int(self.max_worker_rss)),
+            ("reload", Bool(self.reload)),
             (
                 "reload_extra_files",
                 list(
@@ -1029,11 +1070,7 @@ impl Settings {
                 ),
             ),
             ("hooks", list(&self.hooks)),
-        ];
-        let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-        rows.iter()
-            .map(|(n, v)| format!("{n:width$} = {v}\n"))
-            .collect()
+        ]
     }
 
     /// `--timeout` in milliseconds; `None` when it is 0 (never).

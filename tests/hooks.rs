@@ -580,3 +580,27 @@ fn worker_exit_runs_when_a_worker_quits_at_once() {
     common::send_signal(worker, libc::SIGQUIT);
     server.wait_for_line(&format!("HOOK worker_exit {worker}"), WAIT);
 }
+
+#[test]
+fn server_cfg_holds_typed_values_as_gunicorns_config_does() {
+    // Hooks test `if server.cfg.accesslog:` or `server.cfg.umask & 0o077`: None, booleans,
+    // numbers and lists must be Python's, not the text --print-config shows.
+    let dir = TempDir::new("hooks-cfg-types");
+    let conf = write(
+        dir.path(),
+        "conf.py",
+        "def post_fork(server, worker):\n    c = server.cfg\n    \
+             server.log.info('HOOK cfg %r %r %r %r %r %r', c.accesslog, c.reload, \
+             c.max_worker_rss, c.umask, c.pythonpath, c.pidfile)\n",
+    );
+    let server = Server::start(&[
+        "-c",
+        &conf,
+        "--umask",
+        "022",
+        "--chdir",
+        "tests/apps",
+        "hooked:app",
+    ]);
+    server.wait_for_line("HOOK cfg None False 0 18 [] None", WAIT);
+}

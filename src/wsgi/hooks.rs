@@ -242,21 +242,18 @@ impl Hooks {
         support: &Bound<'py, PyDict>,
         settings: &Settings,
     ) -> PyResult<Bound<'py, PyAny>> {
+        use crate::config::Value;
         let d = PyDict::new(py);
-        for line in settings.describe().lines() {
-            if let Some((k, v)) = line.split_once(" = ") {
-                d.set_item(k.trim(), v)?;
+        for (name, value) in settings.values() {
+            match value {
+                Value::None => d.set_item(name, py.None())?,
+                Value::Bool(b) => d.set_item(name, b)?,
+                Value::Int(n) => d.set_item(name, n)?,
+                Value::Mode(m) => d.set_item(name, m)?,
+                Value::Text(t) => d.set_item(name, t)?,
+                Value::List(l) => d.set_item(name, l)?,
             }
         }
-        // The numbers hooks compute with, as numbers.
-        d.set_item("workers", settings.workers)?;
-        d.set_item("threads", settings.threads)?;
-        d.set_item("timeout", settings.timeout)?;
-        d.set_item("graceful_timeout", settings.graceful_timeout)?;
-        d.set_item("keepalive", settings.keepalive)?;
-        d.set_item("max_requests", settings.max_requests)?;
-        d.set_item("bind", settings.bind.clone())?;
-        d.set_item("preload_app", settings.preload_app)?;
         support.get_item("Config")?.ok_or_else(missing)?.call1((d,))
     }
 
