@@ -1018,7 +1018,7 @@ impl Settings {
             ("keepalive", Int(self.keepalive)),
             ("backlog", Int(u64::try_from(self.backlog).unwrap_or(0))),
             ("worker_connections", Int(self.worker_connections as u64)),
-            ("max_requests", Int(self.max_requests as u64)),
+            ("max_requests", Int(self.max_requests)),
             ("max_requests_jitter", Int(self.max_requests_jitter)),
             ("limit_request_line", Int(self.limit_request_line as u64)),
             (

@@ -561,16 +561,18 @@ fn a_pid_file_naming_a_live_process_stops_the_start_and_a_stale_one_is_replaced(
     ]);
     assert_eq!(code, Some(1), "{stderr:?}");
     let refusal = format!("Already running on PID {}", first.master_pid());
+    assert!(stderr.iter().any(|l| l.contains(&refusal)), "{stderr:#?}");
     assert!(
-        stderr.iter().any(|l| l.contains(&refusal)),
+        !stderr.iter().any(|l| l.contains("Listening at")),
         "{stderr:#?}"
     );
-    assert!(!stderr.iter().any(|l| l.contains("Listening at")), "{stderr:#?}");
     assert_eq!(written().trim(), first.master_pid().to_string());
     drop(first);
 
     // A pid no process has: one of ours that has been reaped.
-    let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
     let dead = child.id();
     child.wait().expect("wait true");
     std::fs::write(&pidfile, format!("{dead}\n")).expect("write stale pid file");

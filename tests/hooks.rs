@@ -549,7 +549,10 @@ fn a_pre_exec_hook_that_fails_cancels_the_upgrade_and_the_old_master_serves_on()
     // calls sys.exit, means "not this binary" — the upgrade is off, and the master that
     // serves now must go on serving, not stop with its clients.
     let dir = TempDir::new("hooks-pre-exec-fails");
-    for body in ["raise RuntimeError('not this one')", "import sys; sys.exit(1)"] {
+    for body in [
+        "raise RuntimeError('not this one')",
+        "import sys; sys.exit(1)",
+    ] {
         let conf = write(
             dir.path(),
             "conf.py",
