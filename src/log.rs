@@ -81,7 +81,8 @@ static SINKS: Sinks = Sinks {
     access_fd: AtomicI32::new(-1),
 };
 
-/// Who counts the warning, error and critical lines (the statsd module registers itself), once metrics are on.
+/// Who counts the warning, error and critical lines (the statsd module registers itself),
+/// once metrics are on.
 static LINE_COUNTER: OnceLock<fn(Level, bool)> = OnceLock::new();
 
 /// Has `count` called for every warning, error and critical line from now on, with its level
