@@ -179,8 +179,7 @@ pub fn primary_gid(uid: u32) -> Option<u32> {
     NonNull::new(pw).map(|pw| unsafe { pw.as_ref().pw_gid })
 }
 
-/// The real and effective user and group ids, and the supplementary groups (none readable
-/// counts as none).
+/// The real and effective user and group ids, and the supplementary groups.
 pub struct Ids {
     /// Real user id.
     pub uid: u32,
@@ -190,16 +189,23 @@ pub struct Ids {
     pub gid: u32,
     /// Effective group id.
     pub egid: u32,
-    /// Supplementary groups.
-    pub groups: Vec<u32>,
+    /// Supplementary groups; `None` when they cannot be read.
+    pub groups: Option<Vec<u32>>,
 }
 
 /// This process's [`Ids`].
 pub fn ids() -> Ids {
-    let mut groups = vec![0 as libc::gid_t; 256];
-    // SAFETY: the pointer and length describe `groups`; getgroups(2) writes at most that many.
-    let n = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
-    groups.truncate(usize::try_from(n).unwrap_or(0));
+    // SAFETY: with a size of 0, getgroups(2) only returns the count and writes nothing.
+    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let groups = usize::try_from(count).ok().and_then(|count| {
+        let mut groups = vec![0 as libc::gid_t; count];
+        // SAFETY: the pointer and length describe `groups`; getgroups(2) writes at most that
+        // many, and fails (EINVAL) rather than overflow if the groups grew meanwhile.
+        let n = unsafe { libc::getgroups(count as libc::c_int, groups.as_mut_ptr()) };
+        let n = usize::try_from(n).ok()?;
+        groups.truncate(n);
+        Some(groups)
+    });
     // SAFETY: the get*id(2) calls cannot fail and read no memory of ours.
     unsafe {
         Ids {

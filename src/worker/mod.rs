@@ -378,30 +378,36 @@ fn dump_tracebacks_on_sigusr2() {
     }
 }
 
-/// Switches to `--user`/`--group`: groups first (supplementary ones included, or the worker
-/// would keep root's), then the user. What already holds is not changed, as gunicorn does not:
-/// a process without the privilege to switch ids (not root, or root in a container without
-/// CAP_SETUID/CAP_SETGID) starts fine when `--user`/`--group` name the ids it runs as.
+/// Switches to `--user`/`--group`: groups first, then the user. Only what changes is changed,
+/// as in gunicorn, so a process without the privilege to switch ids (not root, or root in a
+/// container without CAP_SETUID/CAP_SETGID) starts fine when they name the ids it runs as.
+/// Beyond gunicorn, the supplementary groups are reduced to the one group whenever the group
+/// or the user changes, or a worker leaving root would keep root's groups.
 fn drop_privileges(settings: &Settings) -> Result<(), String> {
     if settings.user.is_none() && settings.group.is_none() {
         return Ok(());
     }
     let now = sys::ids();
+    let user_changes = settings
+        .user
+        .is_some_and(|uid| now.uid != uid || now.euid != uid);
     let gid = settings
         .group
         .or_else(|| settings.user.and_then(sys::primary_gid));
     if let Some(gid) = gid {
-        let only_gid = now.groups.iter().all(|&g| g == gid);
-        if now.gid != gid || now.egid != gid || !only_gid {
+        let group_changes = now.gid != gid || now.egid != gid;
+        let extra_groups = now
+            .groups
+            .as_ref()
+            .is_none_or(|groups| groups.iter().any(|&g| g != gid));
+        if group_changes || (user_changes && extra_groups) {
             sys::setgroups(&[gid])
                 .and_then(|()| sys::setgid(gid))
                 .map_err(|e| format!("Cannot switch to group {gid}: {e}"))?;
         }
     }
-    if let Some(uid) = settings.user {
-        if now.uid != uid || now.euid != uid {
-            sys::setuid(uid).map_err(|e| format!("Cannot switch to user {uid}: {e}"))?;
-        }
+    if let Some(uid) = settings.user.filter(|_| user_changes) {
+        sys::setuid(uid).map_err(|e| format!("Cannot switch to user {uid}: {e}"))?;
     }
     Ok(())
 }
