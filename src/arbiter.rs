@@ -694,7 +694,8 @@ impl Arbiter {
             return;
         };
         let now = sys::monotonic_ms();
-        let abort = self.settings.has_hook("worker_abort");
+        // worker_exit runs on the way out of an aborted worker too (see worker::run).
+        let abort = self.settings.has_hook("worker_abort") || self.settings.has_hook("worker_exit");
         // Stages after the timeout: the tracebacks (SIGUSR2, written by the worker's signal
         // handler) get TRACEBACK_MS before worker_abort (SIGABRT) may end the worker, and the
         // hook gets ABORT_MS more before SIGKILL; without the hook, SIGKILL follows the dump.

@@ -306,16 +306,19 @@ fn a_hook_with_the_wrong_arguments_is_refused_with_one_line() {
 #[test]
 fn a_worker_killed_for_timeout_is_explained_in_the_logs() {
     let dir = TempDir::new("hooks-timeout");
-    for with_hook in [false, true] {
+    const ABORT: &str =
+        "def worker_abort(worker):\n    worker.log.info('HOOK worker_abort %s', worker.pid)\n";
+    const EXIT: &str = "def worker_exit(server, worker):\n    \
+                        worker.log.info('HOOK worker_exit %s', worker.pid)\n";
+    for (abort_hook, exit_hook) in [(false, false), (true, true), (false, true)] {
         let conf = write(
             dir.path(),
             "conf.py",
-            if with_hook {
-                "def worker_abort(worker):\n    worker.log.info('HOOK worker_abort %s', worker.pid)\n\
-                 def worker_exit(server, worker):\n    worker.log.info('HOOK worker_exit %s', worker.pid)\n"
-            } else {
-                "workers = 1\n"
-            },
+            &format!(
+                "workers = 1\n{}{}",
+                if abort_hook { ABORT } else { "" },
+                if exit_hook { EXIT } else { "" }
+            ),
         );
         let server = Server::start(&[
             "-c",
@@ -339,8 +342,10 @@ fn a_worker_killed_for_timeout_is_explained_in_the_logs() {
         );
         server.wait_for_line("in stuck_forever", WAIT);
         server.wait_for_stdout_line("\"GET /stuck?why=test HTTP/1.1\" 500", WAIT);
-        if with_hook {
+        if abort_hook {
             server.wait_for_line(&format!("HOOK worker_abort {worker}"), WAIT);
+        }
+        if exit_hook {
             // gunicorn runs worker_exit on every way out of a worker, this one included.
             server.wait_for_line(&format!("HOOK worker_exit {worker}"), WAIT);
         }

@@ -24,7 +24,7 @@ mod table;
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use pyo3::prelude::*;
@@ -156,14 +156,16 @@ pub fn run(setup: Setup<'_>) -> i32 {
         Signal::Quit,
         Signal::Hup,
         Signal::Usr1,
+        // TTIN and TTOU mean something to the master only, and a worker drops them; their
+        // default action would stop a worker that gets one from `pkill -TTIN minigun`,
+        // leaving its clients hanging. Caught rather than ignored: an ignored signal stays
+        // ignored in the app's subprocesses, a caught one is reset by exec.
+        Signal::Ttin,
+        Signal::Ttou,
     ]);
-    // SIGCHLD back to its default, for the app's subprocesses. TTIN and TTOU mean something
-    // to the master only; their default action would stop a worker that gets one from
-    // `pkill -TTIN minigun`, leaving its clients hanging.
+    // SIGCHLD back to its default, for the app's subprocesses.
     let _ = sys::default_signal(libc::SIGCHLD);
-    for sig in [libc::SIGTTIN, libc::SIGTTOU, libc::SIGPIPE] {
-        let _ = sys::ignore_signal(sig);
-    }
+    let _ = sys::ignore_signal(libc::SIGPIPE);
     await_abort();
     sys::restore_signals(setup.signal_mask);
     let signals = match signals {
@@ -308,7 +310,9 @@ static ABORT_HOOKS: std::sync::OnceLock<Hooks> = std::sync::OnceLock::new();
 /// normal stop, QUIT, an abort after a timeout, a master that went away. Takes the GIL only
 /// when the hook is defined.
 pub(crate) fn call_worker_exit(hooks: &Hooks) {
-    if !hooks.defines("worker_exit") {
+    // Once: the abort thread may race a QUIT or the end of `run`.
+    static CALLED: AtomicBool = AtomicBool::new(false);
+    if !hooks.defines("worker_exit") || CALLED.swap(true, Ordering::AcqRel) {
         return;
     }
     Python::attach(|py| {
@@ -317,6 +321,29 @@ pub(crate) fn call_worker_exit(hooks: &Hooks) {
         }
     });
 }
+
+/// Leaves at once with `code` after `worker_exit`, on the ways out no master will finish for
+/// us (QUIT, a master that went away): a watchdog ends the process if the hook, or an app
+/// thread holding the GIL, keeps it longer than [`EXIT_HOOK_MS`], so an orphaned worker never
+/// holds the listening sockets.
+pub(crate) fn exit_after_worker_exit(hooks: &Hooks, code: i32) -> ! {
+    if hooks.defines("worker_exit") {
+        let watchdog = std::thread::Builder::new()
+            .name("minigun-exit".to_owned())
+            .spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(EXIT_HOOK_MS));
+                crate::warning!("worker_exit did not finish in {EXIT_HOOK_MS} ms; exiting");
+                sys::exit_now(code);
+            });
+        if watchdog.is_ok() {
+            call_worker_exit(hooks);
+        }
+    }
+    sys::exit_now(code)
+}
+
+/// How long `worker_exit` may take on the ways out that have no master to enforce a limit.
+const EXIT_HOOK_MS: u64 = 5000;
 
 /// Readies this worker for the arbiter's SIGABRT (its "you timed out" once `worker_abort` is
 /// defined): a thread of its own waits for it, since the serving threads may all be stuck in
@@ -579,8 +606,7 @@ impl<'a> Worker<'a> {
                 Signal::Quit => {
                     self.call_worker_hook("worker_int");
                     crate::info!("Worker exiting (pid: {})", sys::getpid());
-                    call_worker_exit(&self.hooks);
-                    sys::exit_now(0);
+                    exit_after_worker_exit(&self.hooks, 0);
                 }
                 Signal::Usr1 => crate::log::reopen(),
                 _ => {}
