@@ -112,6 +112,20 @@ pub struct Arbiter {
     rss_limit: Option<RssLimit>,
 }
 
+/// Removes the pid file when `run` returns, if it still names this process (after a USR2 it
+/// names the new master, which owns it then).
+struct PidFileGuard(std::path::PathBuf);
+
+impl Drop for PidFileGuard {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.0)
+            .is_ok_and(|text| text.trim() == sys::getpid().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
 /// The pid a pid file names, if a process with that pid exists (one we may not signal
 /// exists too).
 fn live_pid_in(path: &std::path::Path) -> Option<Pid> {
@@ -172,6 +186,19 @@ pub fn run(settings: Settings) -> i32 {
             }
         }
     }
+    // Written at once, as gunicorn's Pidfile.create does, so a second minigun started a moment
+    // later is refused by the check above instead of binding beside us; removed again on the
+    // way out (the guard covers the early returns below).
+    let _pidfile = match &settings.pidfile {
+        Some(path) => match std::fs::write(path, format!("{}\n", sys::getpid())) {
+            Ok(()) => Some(PidFileGuard(path.clone())),
+            Err(e) => {
+                crate::error!("Cannot write pid file {}: {e}", path.display());
+                return 1;
+            }
+        },
+        None => None,
+    };
     let passed = match handed_over {
         Some(listeners) => Ok(Some(listeners)),
         None => net::activated_listeners(),
@@ -299,12 +326,6 @@ pub fn run(settings: Settings) -> i32 {
                 (server, settings.workers, py.None()),
             );
         });
-    }
-    if let Some(path) = &settings.pidfile {
-        if let Err(e) = std::fs::write(path, format!("{}\n", sys::getpid())) {
-            crate::error!("Cannot write pid file {}: {e}", path.display());
-            return 1;
-        }
     }
     upgrade.set_pidfile(settings.pidfile.clone());
     let rss_limit = RssLimit::new(settings.max_worker_rss);

@@ -583,3 +583,75 @@ fn a_pid_file_naming_a_live_process_stops_the_start_and_a_stale_one_is_replaced(
         written()
     );
 }
+
+#[test]
+fn the_pid_file_is_written_before_binding_and_removed_when_the_start_fails() {
+    // Two minigun started together (two deploy scripts): the second must see the first's pid
+    // file even while the first is still starting, or both go on to bind.
+    let dir = TempDir::new("pidfile-early");
+    let pidfile = dir.path().join("minigun.pid");
+    let pid_arg = pidfile.to_str().expect("utf-8 temp path");
+    let gate = dir.path().join("go");
+    let conf = dir.path().join("conf.py");
+    std::fs::write(
+        &conf,
+        format!(
+            "import os, time\n\
+             def on_starting(server):\n    \
+                 deadline = time.monotonic() + 20\n    \
+                 while not os.path.exists({gate:?}) and time.monotonic() < deadline:\n        \
+                     time.sleep(0.01)\n",
+            gate = gate.to_str().expect("utf-8")
+        ),
+    )
+    .expect("write config");
+    let conf_arg = conf.to_str().expect("utf-8 temp path");
+    let first = Server::build(&[
+        "-c",
+        conf_arg,
+        "--pid",
+        pid_arg,
+        "--chdir",
+        "examples",
+        "hello:app",
+    ])
+    .spawn();
+    let written = || std::fs::read_to_string(&pidfile).unwrap_or_default();
+    assert!(
+        common::poll(WAIT, || written().trim() == first.master_pid().to_string()),
+        "no pid file while the first master starts"
+    );
+    let (code, _, stderr) = run_to_exit(&[
+        "-b",
+        "127.0.0.1:0",
+        "--pid",
+        pid_arg,
+        "--chdir",
+        "examples",
+        "hello:app",
+    ]);
+    assert_eq!(code, Some(1), "{stderr:?}");
+    std::fs::write(&gate, "").expect("open the gate");
+    first.wait_for_line("Booting worker", WAIT);
+    drop(first);
+
+    // A start that fails after the pid file was written takes it away again.
+    std::fs::write(
+        &conf,
+        "def on_starting(server):\n    raise RuntimeError('no')\n",
+    )
+    .expect("write config");
+    let (code, _, stderr) = run_to_exit(&[
+        "-b",
+        "127.0.0.1:0",
+        "-c",
+        conf_arg,
+        "--pid",
+        pid_arg,
+        "--chdir",
+        "examples",
+        "hello:app",
+    ]);
+    assert_eq!(code, Some(1), "{stderr:?}");
+    assert!(!pidfile.exists(), "the failed start left its pid file");
+}
