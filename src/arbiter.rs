@@ -1142,12 +1142,16 @@ impl Arbiter {
     /// USR2: a new master from the binary on disk, beside this one (see `upgrade`). The
     /// `pre_exec` hook runs first, as gunicorn calls it "just before a new master process is
     /// forked".
-    /// A `pre_exec` that raises, or calls `sys.exit`, cancels the upgrade: this master goes on
-    /// serving (gunicorn's master would die with it, and its clients with it).
+    /// A `pre_exec` that raises, or calls `sys.exit`, cancels the upgrade and this master goes
+    /// on serving, as in gunicorn, where the hook runs in the forked child that would have
+    /// become the new master.
     fn handle_usr2(&mut self) {
+        let exit_before = crate::wsgi::hooks::exit_requested();
         if self.upgrade.can_reexec() && !self.call_hook("pre_exec", |py, _| Ok(PyTuple::empty(py)))
         {
-            crate::wsgi::hooks::forget_exit_request();
+            // Its sys.exit is the upgrade's end, not the server's; one another hook asked for
+            // before stands.
+            crate::wsgi::hooks::restore_exit_request(exit_before);
             crate::error!("Upgrade cancelled: the pre_exec hook failed");
             return;
         }

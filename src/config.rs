@@ -896,7 +896,10 @@ impl Settings {
         let mut failure = None;
         while let (Some(name), Some(count)) = (fields.next(), fields.next()) {
             let name = String::from_utf8_lossy(name).into_owned();
-            let count: usize = String::from_utf8_lossy(count).parse().unwrap_or(0);
+            // "L3": three values from a Python list or tuple; "3": from anything else.
+            let count = String::from_utf8_lossy(count);
+            let is_list = count.starts_with('L');
+            let count: usize = count.trim_start_matches('L').parse().unwrap_or(0);
             let values: Vec<String> = fields
                 .by_ref()
                 .take(count)
@@ -938,12 +941,13 @@ impl Settings {
                     // would silently drop the rest.
                     let comma_list =
                         matches!(setting.name, "forwarded_allow_ips" | "proxy_allow_ips");
-                    let values = if comma_list && values.len() > 1 {
+                    let values = if comma_list && is_list {
+                        // An empty list trusts no address, as in gunicorn.
                         vec![values.join(",")]
                     } else {
                         values
                     };
-                    if values.len() > 1 && !list_setting(setting.name) {
+                    if is_list && !comma_list && !list_setting(setting.name) {
                         return Err(ConfigError(format!(
                             "{source}{}: a list is not a valid value (one value expected)",
                             setting.name
@@ -1006,7 +1010,7 @@ impl Settings {
                 .map_or(Value::None, |p| Text(p.display().to_string()))
         };
         let list = |v: &[String]| List(v.to_vec());
-        let id = |v: Option<u32>| v.map_or(Value::None, |n| Int(u64::from(n)));
+        let ids = crate::sys::ids();
         vec![
             ("config", path(&self.config)),
             ("wsgi_app", opt(&self.app)),
@@ -1038,7 +1042,15 @@ impl Settings {
                 Text(format!("{:?}", self.loglevel).to_ascii_lowercase()),
             ),
             ("chdir", path(&self.chdir)),
-            ("pythonpath", list(&self.pythonpath)),
+            // A comma-separated string in gunicorn.
+            (
+                "pythonpath",
+                if self.pythonpath.is_empty() {
+                    Value::None
+                } else {
+                    Text(self.pythonpath.join(","))
+                },
+            ),
             (
                 "raw_env",
                 list(
@@ -1053,9 +1065,20 @@ impl Settings {
             ("pidfile", path(&self.pidfile)),
             ("forwarded_allow_ips", list(&self.forwarded_allow_ips)),
             ("proxy_protocol", Text(self.proxy_protocol.to_string())),
-            ("proxy_allow_ips", Text(self.proxy_allow_ips.to_string())),
-            ("user", id(self.user)),
-            ("group", id(self.group)),
+            (
+                "proxy_allow_ips",
+                List(
+                    self.proxy_allow_ips
+                        .to_string()
+                        .split(',')
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                ),
+            ),
+            // gunicorn's defaults: the ids minigun runs as.
+            ("user", Int(u64::from(self.user.unwrap_or(ids.euid)))),
+            ("group", Int(u64::from(self.group.unwrap_or(ids.egid)))),
             ("umask", Mode(self.umask)),
             ("max_worker_rss", Int(self.max_worker_rss)),
             ("reload", Bool(self.reload)),
@@ -1205,8 +1228,9 @@ sys.stdout = sys.stderr
 HOOKS = dict(HOOK_TABLE)
 records = []
 
-def emit(name, values):
-    records.append("\0".join([name, str(len(values))] + values))
+def emit(name, values, is_list=False):
+    count = ("L%d" if is_list else "%d") % len(values)
+    records.append("\0".join([name, count] + values))
 
 def arity_ok(fn, n):
     try:
@@ -1243,7 +1267,8 @@ try:
         if isinstance(v, bool):
             vals = ["true" if v else "false"]
         elif isinstance(v, (list, tuple)):
-            vals = [str(x) for x in v]
+            emit(k, [str(x) for x in v], True)
+            continue
         elif isinstance(v, dict):
             vals = ["%s=%s" % (a, b) for a, b in v.items()]
         else:

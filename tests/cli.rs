@@ -528,7 +528,25 @@ fn a_config_file_list_is_taken_where_gunicorn_takes_one_and_refused_elsewhere() 
     );
     assert!(line("proxy_allow_ips").contains("10.0.0.3"));
 
-    std::fs::write(&config, "workers = [2, 3]\n").expect("write config");
+    // An empty list trusts no proxy, as in gunicorn, rather than keeping the default.
+    std::fs::write(&config, "forwarded_allow_ips = []\n").expect("write config");
+    let (code, stdout, stderr) = run_to_exit(&[
+        "-c",
+        config_arg,
+        "--print-config",
+        "--chdir",
+        "examples",
+        "hello:app",
+    ]);
+    assert_eq!(code, Some(0), "{stderr:?}");
+    assert!(
+        stdout.iter().any(|l| l.split_whitespace().collect::<Vec<_>>()
+            == ["forwarded_allow_ips", "=", "[]"]),
+        "{stdout:#?}"
+    );
+
+    // Even a list of one: `workers = [4]` is a mistake gunicorn refuses too.
+    std::fs::write(&config, "workers = [4]\n").expect("write config");
     let (code, _, stderr) = run_to_exit(&["-c", config_arg, "--chdir", "examples", "hello:app"]);
     assert_eq!(code, Some(2), "{stderr:?}");
     let lines = non_empty(&stderr);

@@ -597,9 +597,10 @@ fn server_cfg_holds_typed_values_as_gunicorns_config_does() {
     let conf = write(
         dir.path(),
         "conf.py",
-        "def post_fork(server, worker):\n    c = server.cfg\n    \
-             server.log.info('HOOK cfg %r %r %r %r %r %r', c.accesslog, c.reload, \
-             c.max_worker_rss, c.umask, c.pythonpath, c.pidfile)\n",
+        "import os\ndef post_fork(server, worker):\n    c = server.cfg\n    \
+             server.log.info('HOOK cfg %r %r %r %r %r %r %r %r', c.accesslog, c.reload, \
+             c.max_worker_rss, c.umask, c.pythonpath, c.pidfile, c.user == os.geteuid(), \
+             c.proxy_allow_ips)\n",
     );
     let server = Server::start(&[
         "-c",
@@ -610,5 +611,8 @@ fn server_cfg_holds_typed_values_as_gunicorns_config_does() {
         "tests/apps",
         "hooked:app",
     ]);
-    server.wait_for_line("HOOK cfg None False 0 18 [] None", WAIT);
+    server.wait_for_line(
+        "HOOK cfg None False 0 18 None None True ['127.0.0.1', '::1']",
+        WAIT,
+    );
 }

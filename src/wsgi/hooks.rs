@@ -37,9 +37,12 @@ pub fn exit_requested() -> Option<i32> {
         .then(|| EXIT_STATUS.load(Ordering::Relaxed))
 }
 
-/// Forgets a `sys.exit` from a hook whose failure the caller handles itself (`pre_exec`).
-pub fn forget_exit_request() {
-    EXIT_REQUESTED.store(false, std::sync::atomic::Ordering::Release);
+/// Puts back what [`exit_requested`] said before a hook whose failure the caller handles
+/// itself (`pre_exec`): its own `sys.exit` is forgotten.
+pub fn restore_exit_request(before: Option<i32>) {
+    use std::sync::atomic::Ordering;
+    EXIT_STATUS.store(before.unwrap_or(0), Ordering::Relaxed);
+    EXIT_REQUESTED.store(before.is_some(), Ordering::Release);
 }
 
 /// Writes one line from a hook's `log` into the error log.
