@@ -470,6 +470,13 @@ impl Arbiter {
                 match sig {
                     Signal::Term | Signal::Int => return self.stop(Stop::Graceful),
                     Signal::Quit => return self.stop(Stop::Fast),
+                    Signal::Hup if self.reloading => {
+                        // One generation at a time, as for --reload: a third generation beside
+                        // two unfinished ones could run out of worker slots, and the reload
+                        // would then never finish. This HUP's settings are read when it runs.
+                        crate::info!("Hang up during a reload; reloading again once it is done");
+                        self.reload_pending = true;
+                    }
                     Signal::Hup => self.handle_hup(),
                     Signal::Ttin => self.handle_ttin(),
                     Signal::Ttou => self.handle_ttou(),

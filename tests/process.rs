@@ -549,3 +549,48 @@ fn sighup_reloads_the_application_code() {
     });
     assert!(reloaded, "still serving {seen:?} after SIGHUP");
 }
+
+#[test]
+fn a_hup_during_a_reload_waits_for_it_and_then_reloads_once_more() {
+    // Deploy scripts send HUP twice (two hosts' hooks, a retry). The second one must not start
+    // a third generation beside two unfinished ones: it runs once the first reload is done,
+    // and ends with the configured number of workers from the newest generation.
+    let dir = common::TempDir::new("hup-during-reload");
+    let hold = dir.path().join("hold");
+    let conf = dir.path().join("conf.py");
+    std::fs::write(
+        &conf,
+        format!(
+            "import os, time\n\
+             def post_fork(server, worker):\n    \
+                 deadline = time.monotonic() + 20\n    \
+                 while os.path.exists({hold:?}) and time.monotonic() < deadline:\n        \
+                     time.sleep(0.01)\n",
+            hold = hold.to_str().expect("utf-8")
+        ),
+    )
+    .expect("write config");
+    let server = Server::start(&[
+        "-c",
+        conf.to_str().expect("utf-8"),
+        "-w",
+        "2",
+        "--chdir",
+        "tests/apps",
+        "slow:app",
+    ]);
+    let first = server.wait_for_workers(2, WAIT);
+    std::fs::write(&hold, "").expect("hold the next generation in post_fork");
+    server.signal(libc::SIGHUP);
+    server.wait_for_line("Hang up: Master", WAIT);
+    server.signal(libc::SIGHUP);
+    server.wait_for_line("reloading again once it is done", WAIT);
+    std::fs::remove_file(&hold).expect("let the generation boot");
+    server.wait_for_lines("Hang up: Master", 2, WAIT);
+    let settled = poll(WAIT, || {
+        let now = server.worker_pids();
+        now.len() == 2 && now.iter().all(|p| !first.contains(p))
+    });
+    assert!(settled, "workers now {:?}", server.worker_pids());
+    assert_eq!(http_get(server.port(), "/").status, 200);
+}
