@@ -334,7 +334,7 @@ pub static SETTINGS: &[Setting] = &[
             }
             Ok(())
         },
-        doc: "Number of worker processes. [1]",
+        doc: "Number of worker processes, at most 512. [1]",
     },
     Setting {
         name: "threads",
