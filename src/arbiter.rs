@@ -95,6 +95,8 @@ pub struct Arbiter {
     reloading: bool,
     /// `--reload` saw a change while a reload was under way: another follows it.
     reload_pending: bool,
+    /// A worker could not be started for want of a slot, and that has been logged.
+    short_of_slots: bool,
     rng: u64,
     /// The directory minigun was started in (before `--chdir`), for re-reading the config.
     start_dir: Option<std::path::PathBuf>,
@@ -110,6 +112,50 @@ pub struct Arbiter {
     reloader: Option<Reloader>,
     /// `--max-worker-rss` (see `recycle`).
     rss_limit: Option<RssLimit>,
+}
+
+/// Writes this process's pid to `path` unless it names a live process other than us or
+/// `parent` (the old master of an upgrade). The new file appears whole and only if none is
+/// there: written beside it, then hard-linked into place, which fails if another process got
+/// there first. A stale file (its process gone) is replaced.
+fn claim_pidfile(path: &std::path::Path, parent: Option<Pid>) -> Result<(), String> {
+    let me = sys::getpid();
+    let cannot = |e: std::io::Error| format!("Cannot write pid file {}: {e}", path.display());
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{me}.tmp"));
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, format!("{me}\n")).map_err(cannot)?;
+    let mut result = Err(String::new());
+    for _ in 0..2 {
+        result = match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match live_pid_in(path) {
+                Some(pid) if pid != me && Some(pid) != parent => Err(format!(
+                    "Already running on PID {pid} (or pid file '{}' is stale)",
+                    path.display()
+                )),
+                // Ours already (a rename that failed during an upgrade): take it over.
+                Some(_) => std::fs::write(path, format!("{me}\n")).map_err(cannot),
+                None => {
+                    // Stale, or being written by a starter that has not got as far as its
+                    // pid (ours appear whole, so that is not a minigun): replace, once.
+                    let _ = std::fs::remove_file(path);
+                    continue;
+                }
+            },
+            // A file system without hard links: plain write, as gunicorn does.
+            Err(_) => std::fs::write(path, format!("{me}\n")).map_err(cannot),
+        };
+        break;
+    }
+    let _ = std::fs::remove_file(&tmp);
+    match result {
+        Err(e) if e.is_empty() => Err(format!(
+            "Cannot write pid file {}: another process keeps replacing it",
+            path.display()
+        )),
+        other => other,
+    }
 }
 
 /// Removes the pid file when `run` returns, if it still names this process (after a USR2 it
@@ -174,26 +220,14 @@ pub fn run(settings: Settings) -> i32 {
         }
     };
     // gunicorn's check, before anything is bound: a pid file naming a live process other than
-    // us (or the old master that started us) means another minigun serves from here.
-    if let Some(path) = &settings.pidfile {
-        if let Some(pid) = live_pid_in(path) {
-            if pid != sys::getpid() && upgrade.parent != Some(pid) {
-                crate::error!(
-                    "Already running on PID {pid} (or pid file '{}' is stale)",
-                    path.display()
-                );
-                return 1;
-            }
-        }
-    }
-    // Written at once, as gunicorn's Pidfile.create does, so a second minigun started a moment
-    // later is refused by the check above instead of binding beside us; removed again on the
-    // way out (the guard covers the early returns below).
+    // us (or the old master that started us) means another minigun serves from here. The file
+    // is claimed at once, atomically (see `claim_pidfile`), so of two minigun started together
+    // one is refused instead of both binding; the guard removes it on the early returns below.
     let _pidfile = match &settings.pidfile {
-        Some(path) => match std::fs::write(path, format!("{}\n", sys::getpid())) {
+        Some(path) => match claim_pidfile(path, upgrade.parent) {
             Ok(()) => Some(PidFileGuard(path.clone())),
             Err(e) => {
-                crate::error!("Cannot write pid file {}: {e}", path.display());
+                crate::error!("{e}");
                 return 1;
             }
         },
@@ -350,6 +384,7 @@ pub fn run(settings: Settings) -> i32 {
         spawn_after: 0,
         reloading: false,
         reload_pending: false,
+        short_of_slots: false,
         start_dir,
         load: LoadWatch::new(backlog_metric),
         rng: sys::monotonic_ms() ^ (sys::getpid() as u64) << 20,
@@ -470,13 +505,6 @@ impl Arbiter {
                 match sig {
                     Signal::Term | Signal::Int => return self.stop(Stop::Graceful),
                     Signal::Quit => return self.stop(Stop::Fast),
-                    Signal::Hup if self.reloading => {
-                        // One generation at a time, as for --reload: a third generation beside
-                        // two unfinished ones could run out of worker slots, and the reload
-                        // would then never finish. This HUP's settings are read when it runs.
-                        crate::info!("Hang up during a reload; reloading again once it is done");
-                        self.reload_pending = true;
-                    }
                     Signal::Hup => self.handle_hup(),
                     Signal::Ttin => self.handle_ttin(),
                     Signal::Ttou => self.handle_ttou(),
@@ -532,9 +560,15 @@ impl Arbiter {
     fn spawn_worker(&mut self) {
         let Some(slot) = (0..MAX_SLOTS).find(|s| !self.workers.values().any(|w| w.slot == *s))
         else {
-            crate::error!("No free worker slot (at most {MAX_SLOTS} workers)");
+            // Only while workers on their way out still hold slots (see `abandon_reload`):
+            // said once, and retried on every pass until one exits.
+            if !self.short_of_slots {
+                self.short_of_slots = true;
+                crate::warning!("No free worker slot (at most {MAX_SLOTS} workers); waiting");
+            }
             return;
         };
+        self.short_of_slots = false;
         self.heartbeat(slot)
             .store(sys::monotonic_ms(), Ordering::Release);
         self.state(slot).store(0, Ordering::Release);
@@ -861,7 +895,9 @@ impl Arbiter {
                 .workers
                 .values()
                 .filter(|w| {
-                    !w.old && self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED != 0
+                    !w.old
+                        && !w.stopping
+                        && self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED != 0
                 })
                 .count();
             if new_booted >= self.desired {
@@ -970,6 +1006,27 @@ impl Arbiter {
         }
     }
 
+    /// A HUP during a reload replaces it: the generation still booting retires (gracefully,
+    /// those that already serve), and the one before it, still serving, waits for the next.
+    /// So the workers not on their way out are never more than two generations, which the
+    /// slots hold, and a reload that could never finish (an import that hangs until the
+    /// timeout kills it) is ended by the next HUP.
+    fn abandon_reload(&mut self) {
+        crate::info!("Hang up during a reload: the generation still starting is replaced");
+        let unfinished: Vec<(Pid, bool)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.old && !w.stopping)
+            .map(|(&pid, w)| {
+                let booted = self.state(w.slot).load(Ordering::Acquire) & slot_state::BOOTED != 0;
+                (pid, booted)
+            })
+            .collect();
+        for (pid, booted) in unfinished {
+            self.retire(pid, if booted { libc::SIGHUP } else { libc::SIGTERM });
+        }
+    }
+
     fn cancel_reload(&mut self) {
         self.reloading = false;
         // New workers still importing the failed code go too, or they would count as serving
@@ -999,6 +1056,9 @@ impl Arbiter {
         if !self.ready_owed {
             self.notifier.reloading();
             self.ready_owed = true;
+        }
+        if self.reloading {
+            self.abandon_reload();
         }
         self.reload_settings();
         self.call_hook("on_reload", |py, _| Ok(PyTuple::empty(py)));
@@ -1183,6 +1243,7 @@ impl Arbiter {
         crate::info!("Graceful stop of workers");
         self.desired = 0;
         self.reloading = false;
+        self.reload_pending = false;
         let pids: Vec<Pid> = self
             .workers
             .iter()

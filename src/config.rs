@@ -896,7 +896,7 @@ impl Settings {
         let mut failure = None;
         while let (Some(name), Some(count)) = (fields.next(), fields.next()) {
             let name = String::from_utf8_lossy(name).into_owned();
-            // "L3": three values from a Python list or tuple; "3": from anything else.
+            // "L3": three values from a Python list, tuple or dict; "3": from anything else.
             let count = String::from_utf8_lossy(count);
             let is_list = count.starts_with('L');
             let count: usize = count.trim_start_matches('L').parse().unwrap_or(0);
@@ -942,7 +942,7 @@ impl Settings {
                     let comma_list =
                         matches!(setting.name, "forwarded_allow_ips" | "proxy_allow_ips");
                     let values = if comma_list && is_list {
-                        // An empty list trusts no address, as in gunicorn.
+                        // An empty list trusts no address (gunicorn takes only a string).
                         vec![values.join(",")]
                     } else {
                         values
@@ -1270,7 +1270,8 @@ try:
             emit(k, [str(x) for x in v], True)
             continue
         elif isinstance(v, dict):
-            vals = ["%s=%s" % (a, b) for a, b in v.items()]
+            emit(k, ["%s=%s" % (a, b) for a, b in v.items()], True)
+            continue
         else:
             vals = [str(v)]
         emit(k, vals)

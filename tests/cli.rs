@@ -545,13 +545,16 @@ fn a_config_file_list_is_taken_where_gunicorn_takes_one_and_refused_elsewhere() 
         "{stdout:#?}"
     );
 
-    // Even a list of one: `workers = [4]` is a mistake gunicorn refuses too.
-    std::fs::write(&config, "workers = [4]\n").expect("write config");
-    let (code, _, stderr) = run_to_exit(&["-c", config_arg, "--chdir", "examples", "hello:app"]);
-    assert_eq!(code, Some(2), "{stderr:?}");
-    let lines = non_empty(&stderr);
-    assert_eq!(lines.len(), 1, "{stderr:#?}");
-    assert!(lines[0].contains("workers"), "{}", lines[0]);
+    // Even a list of one: `workers = [4]` is a mistake gunicorn refuses too; so is a dict.
+    for value in ["[4]", "{'a': 1, 'b': 2}"] {
+        std::fs::write(&config, format!("workers = {value}\n")).expect("write config");
+        let (code, _, stderr) =
+            run_to_exit(&["-c", config_arg, "--chdir", "examples", "hello:app"]);
+        assert_eq!(code, Some(2), "{value}: {stderr:?}");
+        let lines = non_empty(&stderr);
+        assert_eq!(lines.len(), 1, "{value}: {stderr:#?}");
+        assert!(lines[0].contains("workers"), "{}", lines[0]);
+    }
 }
 
 #[test]

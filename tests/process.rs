@@ -551,10 +551,10 @@ fn sighup_reloads_the_application_code() {
 }
 
 #[test]
-fn a_hup_during_a_reload_waits_for_it_and_then_reloads_once_more() {
-    // Deploy scripts send HUP twice (two hosts' hooks, a retry). The second one must not start
-    // a third generation beside two unfinished ones: it runs once the first reload is done,
-    // and ends with the configured number of workers from the newest generation.
+fn a_hup_during_a_reload_replaces_the_generation_still_starting() {
+    // Deploy scripts send HUP twice (two hosts' hooks, a retry). The second one replaces the
+    // generation the first one is still starting, rather than adding a third beside it, and
+    // the server ends with the configured number of workers, all from the newest generation.
     let dir = common::TempDir::new("hup-during-reload");
     let hold = dir.path().join("hold");
     let conf = dir.path().join("conf.py");
@@ -582,15 +582,80 @@ fn a_hup_during_a_reload_waits_for_it_and_then_reloads_once_more() {
     let first = server.wait_for_workers(2, WAIT);
     std::fs::write(&hold, "").expect("hold the next generation in post_fork");
     server.signal(libc::SIGHUP);
-    server.wait_for_line("Hang up: Master", WAIT);
+    // The master starts a generation's workers one after another: one is enough here.
+    let mut second = Vec::new();
+    let started = poll(WAIT, || {
+        second = server
+            .worker_pids()
+            .into_iter()
+            .filter(|p| !first.contains(p))
+            .collect();
+        !second.is_empty()
+    });
+    assert!(started, "no worker of the second generation");
     server.signal(libc::SIGHUP);
-    server.wait_for_line("reloading again once it is done", WAIT);
-    std::fs::remove_file(&hold).expect("let the generation boot");
-    server.wait_for_lines("Hang up: Master", 2, WAIT);
+    server.wait_for_line("the generation still starting is replaced", WAIT);
+    std::fs::remove_file(&hold).expect("let the generations boot");
     let settled = poll(WAIT, || {
         let now = server.worker_pids();
-        now.len() == 2 && now.iter().all(|p| !first.contains(p))
+        now.len() == 2
+            && now
+                .iter()
+                .all(|p| !first.contains(p) && !second.contains(p))
     });
-    assert!(settled, "workers now {:?}", server.worker_pids());
+    assert!(
+        settled,
+        "workers now {:?}; first {first:?}, second {second:?}",
+        server.worker_pids()
+    );
     assert_eq!(http_get(server.port(), "/").status, 200);
+}
+
+#[test]
+fn a_connection_accepted_just_before_a_graceful_stop_is_still_answered() {
+    // A load balancer opens a connection, and the worker accepts it, the moment before a
+    // deploy sends TERM; the request follows a moment later. Closing that connection unread
+    // (as if it were an idle keep-alive one) fails a request the client had every right to
+    // send: it must be answered, and the connection closed after it.
+    let server = Server::start(&[
+        "-w",
+        "1",
+        "--log-level",
+        "debug",
+        "--chdir",
+        "tests/apps",
+        "slow:app",
+    ]);
+    let worker = server.wait_for_workers(1, WAIT)[0];
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{worker}/fd"))
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter(|e| {
+                        std::fs::read_link(e.path())
+                            .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let before = sockets();
+    let mut conn = common::Conn::open(server.port());
+    assert!(
+        poll(WAIT, || sockets() > before),
+        "the worker never accepted the connection"
+    );
+    server.signal(libc::SIGTERM);
+    server.wait_for_line(&format!("Worker {worker} handling signal: term"), WAIT);
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let response = conn.read_response("GET");
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close")),
+        "a stopping worker keeps no connection: {:?}",
+        response.header("connection")
+    );
+    assert!(server.wait_exit(WAIT).success());
 }

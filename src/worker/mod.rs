@@ -156,16 +156,17 @@ pub fn run(setup: Setup<'_>) -> i32 {
         Signal::Quit,
         Signal::Hup,
         Signal::Usr1,
-        // TTIN and TTOU mean something to the master only, and a worker drops them; their
-        // default action would stop a worker that gets one from `pkill -TTIN minigun`,
-        // leaving its clients hanging. Caught rather than ignored: an ignored signal stays
-        // ignored in the app's subprocesses, a caught one is reset by exec.
-        Signal::Ttin,
-        Signal::Ttou,
     ]);
-    // SIGCHLD back to its default, for the app's subprocesses.
+    // SIGCHLD back to its default, for the app's subprocesses. TTIN and TTOU mean something
+    // to the master only; their default action would stop a worker that gets one from
+    // `pkill -TTIN minigun`, leaving its clients hanging. Ignored, not caught: an app that
+    // reads or writes the terminal from the background (a stray breakpoint()) then gets EIO,
+    // where a caught signal would be raised again and again at the whole process group,
+    // the master included.
     let _ = sys::default_signal(libc::SIGCHLD);
-    let _ = sys::ignore_signal(libc::SIGPIPE);
+    for sig in [libc::SIGTTIN, libc::SIGTTOU, libc::SIGPIPE] {
+        let _ = sys::ignore_signal(sig);
+    }
     await_abort();
     sys::restore_signals(setup.signal_mask);
     let signals = match signals {
@@ -310,10 +311,17 @@ static ABORT_HOOKS: std::sync::OnceLock<Hooks> = std::sync::OnceLock::new();
 /// normal stop, QUIT, an abort after a timeout, a master that went away. Takes the GIL only
 /// when the hook is defined.
 pub(crate) fn call_worker_exit(hooks: &Hooks) {
-    // Once: the abort thread may race a QUIT or the end of `run`.
+    // Once: the abort thread may race a QUIT, the end of `run`, or another thread finding
+    // the master gone. A later caller waits for the first to end the process, rather than
+    // cut its hook short.
     static CALLED: AtomicBool = AtomicBool::new(false);
-    if !hooks.defines("worker_exit") || CALLED.swap(true, Ordering::AcqRel) {
+    if !hooks.defines("worker_exit") {
         return;
+    }
+    if CALLED.swap(true, Ordering::AcqRel) {
+        loop {
+            std::thread::park();
+        }
     }
     Python::attach(|py| {
         if let Some(w) = &hooks.worker {
@@ -322,12 +330,13 @@ pub(crate) fn call_worker_exit(hooks: &Hooks) {
     });
 }
 
-/// Leaves at once with `code` after `worker_exit`, on the ways out no master will finish for
-/// us (QUIT, a master that went away): a watchdog ends the process if the hook, or an app
-/// thread holding the GIL, keeps it longer than [`EXIT_HOOK_MS`], so an orphaned worker never
-/// holds the listening sockets.
-pub(crate) fn exit_after_worker_exit(hooks: &Hooks, code: i32) -> ! {
-    if hooks.defines("worker_exit") {
+/// Leaves at once with `code` after `worker_int` (when asked, for QUIT) and `worker_exit`, on
+/// the ways out no master will finish for us (QUIT, a master that went away): a watchdog ends
+/// the process if a hook, or an app thread holding the GIL, keeps it longer than
+/// [`EXIT_HOOK_MS`], so an orphaned worker never holds the listening sockets.
+pub(crate) fn exit_after_worker_exit(hooks: &Hooks, code: i32, worker_int: bool) -> ! {
+    let worker_int = worker_int && hooks.defines("worker_int");
+    if hooks.defines("worker_exit") || worker_int {
         let watchdog = std::thread::Builder::new()
             .name("minigun-exit".to_owned())
             .spawn(move || {
@@ -336,6 +345,13 @@ pub(crate) fn exit_after_worker_exit(hooks: &Hooks, code: i32) -> ! {
                 sys::exit_now(code);
             });
         if watchdog.is_ok() {
+            if worker_int {
+                Python::attach(|py| {
+                    if let Some(w) = &hooks.worker {
+                        hooks.call(py, "worker_int", (w.bind(py),));
+                    }
+                });
+            }
             call_worker_exit(hooks);
         }
     }
@@ -564,9 +580,13 @@ impl<'a> Worker<'a> {
     }
 
     /// Closes every parked connection that is between requests. One whose next request has
-    /// begun to arrive (bytes wait in its socket) is not idle: it stays, and is served.
+    /// begun to arrive (bytes wait in its socket) is not idle: it stays, and is served. Nor is
+    /// one just accepted whose first request is still on its way: its client has sent nothing
+    /// that could be answered "closed", so it stays and is served (with `Connection: close`),
+    /// or meets its request timeout, or the graceful one.
     fn close_idle(&self) {
-        let idle = |c: &Conn| c.is_idle() && sys::bytes_waiting(c.fd.as_raw_fd()) == 0;
+        let idle =
+            |c: &Conn| c.is_idle() && c.served > 0 && sys::bytes_waiting(c.fd.as_raw_fd()) == 0;
         for conn in self.table.take_where(idle) {
             table::close(conn, &self.epoll);
         }
@@ -604,9 +624,8 @@ impl<'a> Worker<'a> {
                 }
                 Signal::Hup => self.begin_stop(Mode::Retiring),
                 Signal::Quit => {
-                    self.call_worker_hook("worker_int");
                     crate::info!("Worker exiting (pid: {})", sys::getpid());
-                    exit_after_worker_exit(&self.hooks, 0);
+                    exit_after_worker_exit(&self.hooks, 0, true);
                 }
                 Signal::Usr1 => crate::log::reopen(),
                 _ => {}

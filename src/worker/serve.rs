@@ -542,7 +542,7 @@ impl Worker<'_> {
         }
         if sys::getppid() != self.setup.ppid {
             crate::info!("Parent changed, shutting down: worker {}", sys::getpid());
-            super::exit_after_worker_exit(&self.hooks, 0);
+            super::exit_after_worker_exit(&self.hooks, 0, false);
         }
         // Past its deadline, a connection that is lingering, or idle with nothing new, closes.
         // One in the middle of a request, or with bytes waiting, is not judged on what this
