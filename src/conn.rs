@@ -182,8 +182,6 @@ pub struct Conn {
     started: u64,
     /// Body bytes of the current request received so far.
     received: u64,
-    /// Registered with the worker's epoll set (so it must be removed before closing).
-    pub registered: bool,
     /// Requests answered on this connection.
     pub served: u64,
     /// Parked with work waiting on the worker's ready queue, not on the client: no deadline
@@ -235,7 +233,6 @@ impl Conn {
             deadline: sys::monotonic_ms() + request_ms,
             started: 0,
             received: 0,
-            registered: false,
             served: 0,
             queued: false,
             charged: 0,

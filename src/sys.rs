@@ -990,11 +990,6 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
     }
 
-    /// Changes the registration of `fd` (re-arms a one-shot registration).
-    pub fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
-    }
-
     /// Removes `fd` from the set.
     pub fn delete(&self, fd: RawFd) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)

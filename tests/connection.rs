@@ -16,6 +16,7 @@
 //! - a request that arrived on time is not answered 408 because the thread was busy;
 //! - pipelined requests to a slow app with two threads do not stall;
 //! - random header names do not fill the interpreter's table of interned strings;
+//! - a client that hangs up or pipelines while another thread serves it makes no thread spin;
 //! - an idle worker with four threads sleeps; 32 slow uploaders hold no thread;
 //! - TERM closes the listening socket at once, while in-flight requests finish.
 
@@ -544,6 +545,53 @@ fn random_header_names_do_not_grow_the_worker() {
         after.saturating_sub(before) < 6 * 1024,
         "135 000 random header names grew the worker from {before} KiB to {after} KiB"
     );
+}
+
+#[test]
+fn a_client_that_hangs_up_or_pipelines_during_a_slow_request_does_not_make_the_worker_spin() {
+    // With two threads a follower takes over the event loop while the app sleeps. The held
+    // connection's socket then has something to report (the next request, or the client's
+    // FIN); reported again on every wait, it would keep the new leader busy for the whole
+    // second.
+    let (server, worker) = misuse(&["--threads", "2"]);
+    for (case, after) in [
+        ("hang-up", None),
+        (
+            "pipelined",
+            Some(&b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n"[..]),
+        ),
+    ] {
+        // A first request, so the connection has been parked (and watched) once.
+        let mut c = Client::connect(server.port(), WAIT).expect("connect");
+        let r = c.request(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(r.expect("first request").text(), worker.to_string());
+        c.stream
+            .write_all(b"GET /slow?s=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .expect("request");
+        server.wait_for_lines("slow started", 1 + usize::from(after.is_some()), WAIT);
+        let before = cpu_ticks(worker);
+        match after {
+            Some(next) => c.stream.write_all(next).expect("pipelined request"),
+            None => c
+                .stream
+                .shutdown(std::net::Shutdown::Write)
+                .expect("shutdown"),
+        }
+        let first = c
+            .read_response()
+            .unwrap_or_else(|e| server.fail(&format!("{case}: {e}")));
+        let spent = cpu_ticks(worker) - before;
+        assert_eq!(first.text(), "slow done\n", "{case}");
+        assert!(
+            spent < 30,
+            "{case}: the worker burnt {spent} ticks while one request slept a second"
+        );
+        if after.is_some() {
+            let second = c.read_response().expect("the pipelined answer");
+            assert_eq!(second.text(), worker.to_string());
+        }
+    }
+    same_worker_answers(&server, worker);
 }
 
 #[test]

@@ -132,10 +132,7 @@ struct Worker<'a> {
     /// Threads still running their loop.
     running: AtomicUsize,
     access: Option<AccessFormat>,
-    /// More than one thread: connections are registered EPOLLONESHOT, so the thread woken for
-    /// one owns it until it re-arms it. With one thread there is nobody to race with.
-    oneshot: bool,
-    /// The epoll events connections are registered with.
+    /// The epoll events connections are registered with (level-triggered; see `table`).
     conn_events: u32,
     /// While accept(2) fails for lack of descriptors or memory: when to try again (ms), else 0.
     accept_paused_until: AtomicU64,
@@ -511,13 +508,7 @@ impl<'a> Worker<'a> {
             next_sweep: AtomicU64::new(0),
             running: AtomicUsize::new(threads),
             access: settings.access_format(),
-            oneshot: threads > 1,
-            conn_events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32
-                | if threads > 1 {
-                    libc::EPOLLONESHOT as u32
-                } else {
-                    0
-                },
+            conn_events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
             accept_paused_until: AtomicU64::new(0),
             nodelay_inherited: setup.listeners.iter().map(|_| OnceLock::new()).collect(),
             lead: (threads > 1).then(Leadership::new),
@@ -588,7 +579,7 @@ impl<'a> Worker<'a> {
         let idle =
             |c: &Conn| c.is_idle() && c.served > 0 && sys::bytes_waiting(c.fd.as_raw_fd()) == 0;
         for conn in self.table.take_where(idle) {
-            table::close(conn, &self.epoll);
+            table::close(conn, true, &self.epoll);
         }
     }
 

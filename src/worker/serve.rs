@@ -5,8 +5,8 @@
 //! the connection out of the table and [drives](Worker::drive) it: the connection reads what
 //! has arrived (`conn::Conn::advance`), a complete request is handed to the app, and the
 //! connection goes back to the table to wait, or is closed. No hand-off between threads on the
-//! way; registrations are `EPOLLONESHOT` with several threads, so the thread that took a
-//! connection owns it until it parks it again.
+//! way: the thread that took a connection owns it until it parks it again (an event for it
+//! meanwhile is dropped, see `table`).
 //!
 //! Fairness: one wake-up serves at most [`PIPELINE_BATCH`] requests of one connection; a client
 //! that pipelines without pause then goes to the back of the ready queue, and everyone else's
@@ -260,7 +260,7 @@ impl Worker<'_> {
 
     /// An epoll event (or a ready-queue entry) for a parked connection.
     fn ready(&self, token: u64, thread: usize, cache: &mut ThreadCache) {
-        if let Some(mut held) = self.table.take(token) {
+        if let Some(mut held) = self.table.take(token, &self.epoll) {
             held.conn.queued = false;
             self.serve_conn(held, thread, cache);
         }
@@ -278,10 +278,7 @@ impl Worker<'_> {
                 let queue = matches!(next, Next::Requeue);
                 held.conn.queued = queue;
                 let token = table::token(held.idx, held.gen);
-                match self
-                    .table
-                    .park(held, &self.epoll, self.conn_events, self.oneshot)
-                {
+                match self.table.park(held, &self.epoll, self.conn_events) {
                     Ok(()) if queue => {
                         self.table.push_ready(token);
                         // The leader may be asleep in epoll_wait with nothing to wake it:
@@ -291,7 +288,7 @@ impl Worker<'_> {
                         }
                     }
                     Ok(()) => {}
-                    Err(conn) => table::close(conn, &self.epoll),
+                    Err(conn) => table::close(conn, false, &self.epoll),
                 }
                 // A stop that began while we held this connection may have found it busy.
                 if self.mode() == Mode::Stopping {
@@ -299,8 +296,8 @@ impl Worker<'_> {
                 }
             }
             Next::Close => {
-                self.table.release(held.idx);
-                table::close(held.conn, &self.epoll);
+                let armed = self.table.release(held.idx);
+                table::close(held.conn, armed, &self.epoll);
             }
         }
     }
@@ -555,7 +552,7 @@ impl Worker<'_> {
                     || (!c.is_mid_request() && sys::bytes_waiting(c.fd.as_raw_fd()) == 0))
         };
         for conn in self.table.take_where(closing) {
-            table::close(conn, &self.epoll);
+            table::close(conn, true, &self.epoll);
         }
         if self.table.queue_where(expired) && self.lead.is_some() {
             self.wake.wake();

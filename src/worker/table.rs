@@ -7,13 +7,21 @@
 //! A token carries the slot's generation, so an event for a connection that has since been
 //! closed (and its slot reused) is recognised and dropped.
 //!
+//! Registrations are level-triggered and stay armed across requests: parking a connection
+//! again costs no system call. With several threads, an event can come for a connection that
+//! another thread holds (its client pipelined or hung up while the app ran, and a follower has
+//! taken over the event loop). Level-triggered, it would come again on every wait, so the
+//! thread that meets it takes the descriptor out of the epoll set, under the lock, and the
+//! holder adds it back when it parks the connection. The common case pays nothing; the
+//! re-arm per request that `EPOLLONESHOT` costs was a tenth of `--threads 8`'s throughput.
+//!
 //! Connections that have work without the socket having anything new — requests pipelined
 //! behind the ones just served, left for later so one client cannot monopolise a thread —
 //! are parked and their tokens put on the ready queue, which the event loop serves after
 //! each wait as if epoll had reported them.
 
 use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::conn::Conn;
@@ -38,6 +46,11 @@ struct Slot {
     /// The slot belongs to an open connection (parked here or held by a thread).
     used: bool,
     conn: Option<Box<Conn>>,
+    /// The connection's descriptor, open while `used`: a holder frees the slot before it
+    /// closes the descriptor.
+    fd: RawFd,
+    /// The descriptor is in the epoll set. Always true while parked.
+    armed: bool,
 }
 
 #[derive(Default)]
@@ -49,15 +62,19 @@ struct Slab {
 }
 
 impl Slab {
-    fn release(&mut self, idx: usize) {
-        if let Some(slot) = self.slots.get_mut(idx) {
-            if slot.used {
-                slot.used = false;
-                slot.conn = None;
-                self.free.push(idx);
-                self.open -= 1;
-            }
+    /// Frees slot `idx`; returns whether its descriptor was still in the epoll set.
+    fn release(&mut self, idx: usize) -> bool {
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return false;
+        };
+        if !slot.used {
+            return false;
         }
+        slot.used = false;
+        slot.conn = None;
+        self.free.push(idx);
+        self.open -= 1;
+        std::mem::take(&mut slot.armed)
     }
 }
 
@@ -104,60 +121,65 @@ impl Table {
         let slot = &mut slab.slots[idx];
         slot.gen = slot.gen.wrapping_add(1);
         slot.used = true;
+        slot.fd = conn.fd.as_raw_fd();
+        slot.armed = false;
         let gen = slot.gen;
         Held { conn, idx, gen }
     }
 
-    /// Takes the connection parked under `token`, if it is still there.
-    pub fn take(&self, token: u64) -> Option<Held> {
+    /// Takes the connection parked under `token`, if it is still there. If another thread
+    /// holds it, its descriptor leaves the epoll set until that thread parks it (see the
+    /// module comment).
+    pub fn take(&self, token: u64, epoll: &Epoll) -> Option<Held> {
         let (idx, gen) = untoken(token);
         let mut slab = self.slab();
         match slab.slots.get_mut(idx) {
-            Some(slot) if slot.used && slot.gen == gen => {
-                let conn = slot.conn.take()?;
-                Some(Held { conn, idx, gen })
-            }
+            Some(slot) if slot.used && slot.gen == gen => match slot.conn.take() {
+                Some(conn) => Some(Held { conn, idx, gen }),
+                None => {
+                    if slot.armed {
+                        // The holder frees the slot, under this lock, before it closes the
+                        // descriptor: `fd` is still this connection's.
+                        let _ = epoll.delete(slot.fd);
+                        slot.armed = false;
+                    }
+                    None
+                }
+            },
             _ => None,
         }
     }
 
-    /// Parks a held connection and arms its registration for `events`, both under the lock.
-    /// A first park adds the descriptor; later ones re-arm it only when `oneshot` (a
-    /// level-triggered registration stays armed). When arming fails the connection is handed
-    /// back, to be closed.
-    pub fn park(
-        &self,
-        held: Held,
-        epoll: &Epoll,
-        events: u32,
-        oneshot: bool,
-    ) -> Result<(), Box<Conn>> {
-        let Held { mut conn, idx, gen } = held;
+    /// Parks a held connection, adding its descriptor to the epoll set for `events` if it is
+    /// not there yet, both under the lock. When that fails the connection is handed back, to
+    /// be closed.
+    pub fn park(&self, held: Held, epoll: &Epoll, events: u32) -> Result<(), Box<Conn>> {
+        let Held { conn, idx, gen } = held;
         let mut slab = self.slab();
-        let fd = conn.fd.as_raw_fd();
-        let armed = if !conn.registered {
-            epoll.add(fd, events, token(idx, gen))
-        } else if oneshot {
-            epoll.modify(fd, events, token(idx, gen))
-        } else {
-            Ok(())
-        };
-        if armed.is_err() {
-            slab.release(idx);
-            return Err(conn);
+        let slot = &mut slab.slots[idx];
+        if !slot.armed {
+            if epoll
+                .add(conn.fd.as_raw_fd(), events, token(idx, gen))
+                .is_err()
+            {
+                slab.release(idx);
+                return Err(conn);
+            }
+            slot.armed = true;
         }
-        conn.registered = true;
-        slab.slots[idx].conn = Some(conn);
+        slot.conn = Some(conn);
         Ok(())
     }
 
-    /// Frees the slot of a connection that is being closed by its holder.
-    pub fn release(&self, idx: usize) {
-        self.slab().release(idx);
+    /// Frees the slot of a connection that is being closed by its holder; returns whether its
+    /// descriptor is still in the epoll set (for [`close`]).
+    pub fn release(&self, idx: usize) -> bool {
+        self.slab().release(idx)
     }
 
     /// Takes out every parked connection `pick` chooses, freeing their slots; the caller
-    /// closes them. (The boxes are the slab's own, handed over as they are.)
+    /// closes them (all are in the epoll set, as parked connections are). (The boxes are the
+    /// slab's own, handed over as they are.)
     #[allow(clippy::vec_box)]
     pub fn take_where(&self, mut pick: impl FnMut(&Conn) -> bool) -> Vec<Box<Conn>> {
         let mut slab = self.slab();
@@ -219,12 +241,12 @@ impl Table {
     }
 }
 
-/// Closes a connection: out of the epoll set first. Closing our descriptor alone does not
-/// remove the registration when another process (a child the app forked) holds a copy of the
-/// socket, and a registration left behind keeps reporting events for a token nobody owns,
-/// which would make the worker spin.
-pub fn close(conn: Box<Conn>, epoll: &Epoll) {
-    if conn.registered {
+/// Closes a connection: out of the epoll set first, if `armed` (it is in it). Closing our
+/// descriptor alone does not remove the registration when another process (a child the app
+/// forked) holds a copy of the socket, and a registration left behind keeps reporting events
+/// for a token nobody owns, which would make the worker spin.
+pub fn close(conn: Box<Conn>, armed: bool, epoll: &Epoll) {
+    if armed {
         let _ = epoll.delete(conn.fd.as_raw_fd());
     }
     drop(conn);
