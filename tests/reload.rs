@@ -81,6 +81,9 @@ fn an_edited_module_reloads_a_broken_one_keeps_the_old_code_and_its_fix_reloads(
     // A file named with --reload-extra-file changes.
     write(&greeting, "bonjour\n");
     wait_for_answer(&server, "v2 bonjour");
+    // Until both old workers are gone, the second new one may still be importing: it would
+    // read the broken file written next, and fail the whole generation.
+    server.wait_for_lines("Worker exiting", 4, WAIT);
 
     // A syntax error: the new worker cannot import it, the old ones serve on.
     write(&helper_py, "VERSION = 'v3\n");
