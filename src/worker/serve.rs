@@ -6,7 +6,7 @@
 //! has arrived (`conn::Conn::advance`), a complete request is handed to the app, and the
 //! connection goes back to the table to wait, or is closed. No hand-off between threads on the
 //! way: the thread that took a connection owns it until it parks it again (an event for it
-//! meanwhile is dropped, see `table`).
+//! meanwhile takes its socket out of the epoll set until then, see `table`).
 //!
 //! Fairness: one wake-up serves at most [`PIPELINE_BATCH`] requests of one connection; a client
 //! that pipelines without pause then goes to the back of the ready queue, and everyone else's
