@@ -659,3 +659,53 @@ fn a_connection_accepted_just_before_a_graceful_stop_is_still_answered() {
     );
     assert!(server.wait_exit(WAIT).success());
 }
+
+#[test]
+fn a_request_begun_on_a_kept_alive_connection_as_a_stop_begins_is_answered() {
+    // The answer to the first request kept the connection alive, and the client sent the
+    // start of its next request; then TERM. The thread that answered is still busy with it (a
+    // post_request hook that takes a while) when another thread starts the stop. Closing the
+    // connection then, with the next request's bytes unread, resets it: the client's request
+    // is lost, and its write fails. It must be read, answered, and the connection closed.
+    let dir = common::TempDir::new("stop-mid-head");
+    let config = dir.path().join("hook.conf.py");
+    std::fs::write(
+        &config,
+        "import time\n\ndef post_request(worker, req, environ, resp):\n    \
+         if req.path == '/first':\n        time.sleep(1)\n",
+    )
+    .expect("config");
+    let server = Server::start(&[
+        "-w",
+        "1",
+        "--threads",
+        "2",
+        "--log-level",
+        "debug",
+        "-c",
+        config.to_str().expect("utf-8 path"),
+        "--chdir",
+        "tests/apps",
+        "slow:app",
+    ]);
+    let worker = server.wait_for_workers(1, WAIT)[0];
+    let mut conn = common::Conn::open(server.port());
+    conn.send(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n");
+    let first = conn.read_response("GET");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("connection"), None, "kept alive");
+    conn.send(b"GET /second HTTP/1.1\r\nHost: x\r\n");
+    server.signal(libc::SIGTERM);
+    server.wait_for_line(&format!("Worker {worker} handling signal: term"), WAIT);
+    conn.send(b"\r\n");
+    let second = conn.read_response("GET");
+    assert_eq!(second.status, 200);
+    assert!(
+        second
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close")),
+        "a stopping worker keeps no connection: {:?}",
+        second.header("connection")
+    );
+    assert!(server.wait_exit(WAIT).success());
+}

@@ -343,7 +343,14 @@ impl Worker<'_> {
                         conn.start_lingering();
                     } else if conn.is_idle() {
                         if self.mode() == Mode::Stopping {
-                            return Next::Close;
+                            // The answer just sent kept the connection alive, so the client
+                            // may already have begun its next request: closing with its bytes
+                            // unread would reset the connection. Read it and answer it
+                            // instead (closing after that answer).
+                            if sys::bytes_waiting(conn.fd.as_raw_fd()) == 0 {
+                                return Next::Close;
+                            }
+                            continue;
                         }
                         // Nothing pipelined: the next request is in the future, and epoll
                         // will say when it comes. Reading now would only find EAGAIN, one
