@@ -252,6 +252,13 @@ impl Conn {
         matches!(self.phase, Phase::Idle | Phase::Proxy(_)) && self.buf.is_empty()
     }
 
+    /// True when a stopping worker may close this connection now: it has answered a request,
+    /// and nothing of a next one has arrived, neither read nor waiting in the socket. Closing
+    /// with a request's bytes unread would reset the connection and lose that request.
+    pub fn may_close_on_stop(&self) -> bool {
+        self.is_idle() && self.served > 0 && sys::bytes_waiting(self.fd.as_raw_fd()) == 0
+    }
+
     /// True while a request is partly received: the sweeper answers 408 when its time is up.
     pub fn is_mid_request(&self) -> bool {
         match self.phase {

@@ -132,8 +132,6 @@ struct Worker<'a> {
     /// Threads still running their loop.
     running: AtomicUsize,
     access: Option<AccessFormat>,
-    /// The epoll events connections are registered with (level-triggered; see `table`).
-    conn_events: u32,
     /// While accept(2) fails for lack of descriptors or memory: when to try again (ms), else 0.
     accept_paused_until: AtomicU64,
     /// Per listener: whether accepted sockets come with TCP_NODELAY from it (checked once).
@@ -508,7 +506,6 @@ impl<'a> Worker<'a> {
             next_sweep: AtomicU64::new(0),
             running: AtomicUsize::new(threads),
             access: settings.access_format(),
-            conn_events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
             accept_paused_until: AtomicU64::new(0),
             nodelay_inherited: setup.listeners.iter().map(|_| OnceLock::new()).collect(),
             lead: (threads > 1).then(Leadership::new),
@@ -576,9 +573,7 @@ impl<'a> Worker<'a> {
     /// that could be answered "closed", so it stays and is served (with `Connection: close`),
     /// or meets its request timeout, or the graceful one.
     fn close_idle(&self) {
-        let idle =
-            |c: &Conn| c.is_idle() && c.served > 0 && sys::bytes_waiting(c.fd.as_raw_fd()) == 0;
-        for conn in self.table.take_where(idle) {
+        for conn in self.table.take_where(Conn::may_close_on_stop) {
             table::close(conn, true, &self.epoll);
         }
     }

@@ -278,7 +278,7 @@ impl Worker<'_> {
                 let queue = matches!(next, Next::Requeue);
                 held.conn.queued = queue;
                 let token = table::token(held.idx, held.gen);
-                match self.table.park(held, &self.epoll, self.conn_events) {
+                match self.table.park(held, &self.epoll) {
                     Ok(()) if queue => {
                         self.table.push_ready(token);
                         // The leader may be asleep in epoll_wait with nothing to wake it:
@@ -323,7 +323,7 @@ impl Worker<'_> {
                         self.refuse(conn, Error::Timeout);
                         continue;
                     }
-                    if conn.is_idle() && conn.served > 0 && self.mode() == Mode::Stopping {
+                    if self.mode() == Mode::Stopping && conn.may_close_on_stop() {
                         return Next::Close;
                     }
                     return Next::Park;
@@ -343,13 +343,12 @@ impl Worker<'_> {
                         conn.start_lingering();
                     } else if conn.is_idle() {
                         if self.mode() == Mode::Stopping {
-                            // The answer just sent kept the connection alive, so the client
-                            // may already have begun its next request: closing with its bytes
-                            // unread would reset the connection. Read it and answer it
-                            // instead (closing after that answer).
-                            if sys::bytes_waiting(conn.fd.as_raw_fd()) == 0 {
+                            if conn.may_close_on_stop() {
                                 return Next::Close;
                             }
+                            // The answer just sent kept the connection alive, and the client
+                            // has begun its next request: read it and answer it (closing
+                            // after that answer).
                             continue;
                         }
                         // Nothing pipelined: the next request is in the future, and epoll

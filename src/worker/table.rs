@@ -27,6 +27,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use crate::conn::Conn;
 use crate::sys::Epoll;
 
+/// What a parked connection waits for: bytes, or the client's hang-up. Level-triggered.
+const CONN_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+
 /// epoll tokens from here on are connections; below are the signal pipe and the listeners.
 pub const TOKEN_CONN0: u64 = 1 << 16;
 
@@ -150,16 +153,15 @@ impl Table {
         }
     }
 
-    /// Parks a held connection, adding its descriptor to the epoll set for `events` if it is
-    /// not there yet, both under the lock. When that fails the connection is handed back, to
-    /// be closed.
-    pub fn park(&self, held: Held, epoll: &Epoll, events: u32) -> Result<(), Box<Conn>> {
+    /// Parks a held connection, adding its descriptor to the epoll set if it is not there yet,
+    /// both under the lock. When that fails the connection is handed back, to be closed.
+    pub fn park(&self, held: Held, epoll: &Epoll) -> Result<(), Box<Conn>> {
         let Held { conn, idx, gen } = held;
         let mut slab = self.slab();
         let slot = &mut slab.slots[idx];
         if !slot.armed {
             if epoll
-                .add(conn.fd.as_raw_fd(), events, token(idx, gen))
+                .add(conn.fd.as_raw_fd(), CONN_EVENTS, token(idx, gen))
                 .is_err()
             {
                 slab.release(idx);
